@@ -1,0 +1,431 @@
+"""The training configuration: one typed dataclass loaded from a pose-tensorflow style `pose_cfg.yaml`.
+
+Every key of the reference trainer's `pose_cfg.yaml` is a field here, with the reference's default, plus the keys that
+fastpose adds (batch_size, precision, seed, ...). Loading is strict where the reference was silent:
+
+- an unknown key is an error naming the file, the key and the closest valid key;
+- a value of the wrong type, or an impossible one (negative stride, jitter lo > up, a joint id >= num_joints), is an
+  error naming the key, the value and what is allowed;
+- `dataset_type: mpii | coco` brings its joint set; a user value that contradicts it is an error, not overwritten.
+
+`load(path, overrides)` applies `--set key=value` overrides (value parsed as YAML) before the same checks. Relative
+paths (`dataset`, `init_weights`, `out_dir`, ...) are resolved against the config file's folder, as the reference
+resolved them against the experiment folder it ran in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fastpose.errors import UserError
+
+NET_DEPTHS = {"resnet_18": 18, "resnet_34": 34, "resnet_50": 50, "resnet_101": 101, "resnet_152": 152}
+# Residual blocks in torchvision's layer3 (TF-slim block3) per network: the valid intermediate_supervision_layer range.
+LAYER3_BLOCKS = {"resnet_18": 2, "resnet_34": 6, "resnet_50": 6, "resnet_101": 23, "resnet_152": 36}
+DATASET_TYPES = ("default", "mpii", "coco")
+OPTIMIZERS = ("sgd", "adam")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+
+# DeeperCut's 14 MPII joints (MPII ids [0,1,2,3,4,5,10,11,12,13,14,15,8,9] become 0..13) and their symmetric groups.
+MPII_JOINT_NAMES = [
+    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder",
+    "l_elbow", "l_wrist", "upper_neck", "head_top",
+]  # fmt: skip
+MPII_ALL_JOINTS = [[0, 5], [1, 4], [2, 3], [6, 11], [7, 10], [8, 9], [12], [13]]
+MPII_GROUP_NAMES = ["ankle", "knee", "hip", "wrist", "elbow", "shoulder", "chin", "forehead"]
+MPII_SKELETON = [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [6, 7], [7, 8], [8, 12], [9, 12], [9, 10], [10, 11],
+                 [12, 13], [2, 8], [3, 9]]  # fmt: skip
+
+COCO_JOINT_NAMES = [
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
+    "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+    "right_ankle",
+]  # fmt: skip
+COCO_ALL_JOINTS = [[0], [1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
+COCO_GROUP_NAMES = ["nose", "eye", "ear", "shoulder", "elbow", "wrist", "hip", "knee", "ankle"]
+COCO_SKELETON = [[15, 13], [13, 11], [16, 14], [14, 12], [11, 12], [5, 11], [6, 12], [5, 6], [5, 7], [6, 8], [7, 9],
+                 [8, 10], [1, 2], [0, 1], [0, 2], [1, 3], [2, 4], [3, 5], [4, 6]]  # fmt: skip
+
+# Keys whose values are file system paths, resolved against the config file's folder.
+PATH_KEYS = ("dataset", "init_weights", "out_dir", "pairwise_stats_fn", "pairwise_model_dir")
+
+
+@dataclass
+class Config:
+    """All keys of a pose_cfg.yaml. Reference defaults unless marked `fastpose`."""
+
+    # --- data ---
+    dataset: str = ""  # a shards folder (fastpose convert) or a dataset.mat (converted on first use)
+    dataset_type: str = "default"  # default | mpii | coco
+    dataset_phase: str = "train2014"  # COCO: image folder / annotation split name
+    dataset_ann: str = "person_keypoints"  # COCO: annotation file prefix
+    coco_only_images_with_people: bool = True
+    num_joints: int = 0  # 0: taken from the dataset
+    all_joints: list[list[int]] = field(default_factory=list)  # symmetric groups, e.g. [[0, 5], [1, 4], [12]]
+    all_joints_names: list[str] = field(default_factory=list)  # one name per group of all_joints
+    joint_names: list[str] = field(default_factory=list)  # fastpose: one name per joint
+    skeleton: list[list[int]] = field(default_factory=list)  # fastpose: edges drawn by predict
+    split: str = "train"  # fastpose: the shards split to train on
+    test_split: str = "test"  # fastpose: the split eval uses by default
+
+    # --- augmentation ---
+    global_scale: float = 1.0
+    scale_jitter_lo: float = 1.0
+    scale_jitter_up: float = 1.0
+    mirror: bool = False
+    max_input_size: int = 1500
+    min_input_size: int = 64
+    crop: bool = False
+    crop_pad: int = 0
+    crop_size: list[int] = field(default_factory=list)  # fastpose: [w, h] random crop that keeps the person
+    mean_pixel: list[float] = field(default_factory=lambda: [123.68, 116.779, 103.939])
+    shuffle: bool = True
+
+    # --- targets ---
+    stride: int = 8
+    pos_dist_thresh: float = 17.0
+    locref_stdev: float = 7.2801
+    weigh_part_predictions: bool = False
+    weigh_negatives: bool = False
+    fg_fraction: float = 0.25
+    weigh_only_present_joints: bool = False
+
+    # --- network ---
+    net_type: str = "resnet_101"
+    init_weights: str = ""  # torchvision ImageNet .pth (fastpose weights download) or empty for random init
+    location_refinement: bool = False
+    locref_loss_weight: float = 1.0
+    locref_huber_loss: bool = True
+    intermediate_supervision: bool = False
+    intermediate_supervision_layer: int = 12
+    freeze_bn: bool = True  # fastpose: batch-norm statistics frozen as in the reference
+
+    # --- multi-person ---
+    sparse_graph: list[list[int]] = field(default_factory=list)
+    pairwise_stats_collect: bool = False
+    pairwise_stats_fn: str = "pairwise_stats.mat"
+    pairwise_predict: bool = False
+    pairwise_huber_loss: bool = True
+    pairwise_loss_weight: float = 1.0
+    tensorflow_pairwise_order: bool = True
+    pairwise_model_dir: str = ""
+    use_gt_segm: bool = False
+    nms_radius: float = 5.0
+    det_min_score: float = 0.1
+    scmap_threshold: float = 0.0
+
+    # --- optimisation ---
+    optimizer: str = "sgd"  # sgd | adam
+    momentum: float = 0.9
+    adam_lr: float = 0.0001
+    multi_step: list[list[float]] = field(default_factory=lambda: [[0.005, 10000], [0.02, 430000],
+                                                                   [0.002, 730000], [0.001, 1030000]])  # fmt: skip
+    regularize: bool = False
+    weight_decay: float = 0.0001
+    batch_size: int = 8  # the reference supported 1 only
+
+    # --- run ---
+    display_iters: int = 20
+    save_iters: int = 60000
+    max_to_keep: int = 5  # fastpose
+    snapshot_prefix: str = "snapshot"
+    log_dir: str = "log"
+    scoremap_dir: str = "test"
+    video: bool = False
+    video_batch: bool = False
+    out_dir: str = "run"  # fastpose: snapshots, logs, resolved config
+    seed: int = 42  # fastpose
+    deterministic: bool = False  # fastpose: fixed seeds, deterministic algorithms, fixed data order
+    device: str = "auto"  # fastpose: auto | cpu | cuda
+    precision: str = "bf16"  # fastpose: fp32 | bf16 | fp16 (autocast on CUDA; the CPU runs fp32)
+    channels_last: bool = True  # fastpose
+    compile: bool = False  # fastpose: torch.compile the model
+    num_workers: int = 2  # fastpose: data loading worker processes
+    num_threads: int = 2  # fastpose: DALI threads
+    pck_threshold: float = 0.2  # fastpose: eval
+    pckh_threshold: float = 0.5  # fastpose: eval
+
+    def max_iter(self) -> int:
+        """The last iteration of the multi_step schedule."""
+        return int(self.multi_step[-1][1])
+
+    def lr_at(self, iteration: int) -> float:
+        """Learning rate of a 1-based iteration: lr_k for iterations (end_{k-1}, end_k], as the reference."""
+        for lr, end in self.multi_step:
+            if iteration <= end:
+                return float(lr)
+        return float(self.multi_step[-1][0])
+
+    def symmetric_permutation(self) -> list[int]:
+        """perm[k] = the joint that k becomes under mirroring (from the pairs in all_joints)."""
+        perm = list(range(self.num_joints))
+        for group in self.all_joints:
+            if len(group) == 2:
+                a, b = group
+                perm[a], perm[b] = b, a
+        return perm
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=120)
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved config atomically (temp name, then rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_yaml())
+        tmp.replace(path)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+HINTS = typing.get_type_hints(Config)
+
+
+def closest_key(key: str, candidates=None) -> str | None:
+    """The valid key closest to a misspelt one, or None when nothing is close."""
+    candidates = list(candidates if candidates is not None else FIELDS)
+    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    if match:
+        return match[0]
+    # A typo that only drops or adds an underscore-separated word ("locref_weight") still deserves a hint.
+    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.4)
+    return match[0] if match else None
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check_type(key: str, value: Any, tp, where: str) -> Any:
+    """Return `value` converted to `tp` (int -> float only), or raise UserError naming key, value and type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(key, value, arg, where)
+            except UserError:
+                pass
+        raise _type_error(key, value, tp, where)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise _type_error(key, value, tp, where)
+        return [_check_type(key, v, item_tp, where) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _type_error(key, value, tp, where)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():  # YAML reads 1e4 as a float
+            return int(value)
+        raise _type_error(key, value, tp, where)
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise _type_error(key, value, tp, where)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _type_error(key, value, tp, where)
+    raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in this file, not a user error
+
+
+def _type_error(key, value, tp, where) -> UserError:
+    return UserError(
+        f"{where}: key '{key}' has value {value!r} of type {type(value).__name__}, but it must be "
+        f"{_type_name(tp)} (default: {_default(key)!r}). Fix the value in the config file or in --set."
+    )
+
+
+def _default(key: str):
+    f = FIELDS[key]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one `--set key=value`; the value is read as YAML (`--set 'multi_step=[[0.005, 100]]'`)."""
+    if "=" not in text:
+        raise UserError(f"--set '{text}': expected key=value, e.g. --set batch_size=16 or --set 'mirror=true'.")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise UserError(f"--set {key}: the value {raw!r} is not valid YAML ({e}).") from None
+    return key.strip(), value
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None, **values: Any) -> Config:
+    """Load a config file (or only defaults when path is None), apply `--set` overrides and keyword values, check."""
+    raw: dict[str, Any] = {}
+    where = "config"
+    base = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        base = path.resolve().parent
+        if not path.is_file():
+            raise UserError(f"Config file {path} does not exist. Pass the path of a pose_cfg.yaml / fastpose config.")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{path} is not valid YAML: {e}. Fix the syntax (note: `all_joints = [...]` as in the "
+                            f"seed README is not YAML; write `all_joints: [...]`).") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"{path}: the top level must be a mapping of key: value, got {type(raw).__name__}.")
+    _check_keys(raw, where)
+    explicit = dict(raw)
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _check_keys({key: value}, "--set")
+        explicit[key] = value
+    _check_keys(values, "arguments")
+    explicit.update(values)
+
+    kwargs = {k: _check_type(k, v, HINTS[k], where if k in raw else "--set") for k, v in explicit.items()}
+    for key in PATH_KEYS:
+        if key in kwargs and kwargs[key] and not Path(kwargs[key]).is_absolute() and path is not None:
+            kwargs[key] = str(base / kwargs[key])
+    cfg = Config(**kwargs)
+    _apply_dataset_type(cfg, set(explicit), where)
+    validate(cfg, where)
+    return cfg
+
+
+def _check_keys(raw: dict, where: str) -> None:
+    for key in raw:
+        if key not in FIELDS:
+            hint = closest_key(str(key))
+            fix = f"Did you mean '{hint}'?" if hint else "See `fastpose config show` for every valid key."
+            raise UserError(f"{where}: unknown key '{key}'. {fix} (fastpose rejects unknown keys instead of "
+                            f"silently ignoring them, so a typo cannot change your training.)")
+
+
+def _apply_dataset_type(cfg: Config, explicit: set[str], where: str) -> None:
+    """mpii and coco bring their joint sets; a contradicting explicit value is an error."""
+    if cfg.dataset_type == "mpii":
+        preset = dict(num_joints=14, all_joints=MPII_ALL_JOINTS, all_joints_names=MPII_GROUP_NAMES,
+                      joint_names=MPII_JOINT_NAMES, skeleton=MPII_SKELETON)
+    elif cfg.dataset_type == "coco":
+        preset = dict(num_joints=17, all_joints=COCO_ALL_JOINTS, all_joints_names=COCO_GROUP_NAMES,
+                      joint_names=COCO_JOINT_NAMES, skeleton=COCO_SKELETON)
+    else:
+        return
+    for key, value in preset.items():
+        if key in explicit and getattr(cfg, key) != value:
+            if key in ("skeleton", "joint_names"):  # display-only keys: the user may rename or redraw
+                continue
+            raise UserError(f"{where}: dataset_type '{cfg.dataset_type}' defines {key} = {value}, but the config "
+                            f"sets {key} = {getattr(cfg, key)}. Remove the key (it comes with the dataset type) or "
+                            f"use dataset_type: default with your own joint set.")
+        if key not in explicit:
+            setattr(cfg, key, [list(v) if isinstance(v, list) else v for v in value] if isinstance(value, list)
+                    else value)
+
+
+def validate(cfg: Config, where: str = "config") -> None:
+    """Value checks beyond types. Raises UserError naming the key, the value and what is allowed."""
+
+    def bad(key: str, allowed: str) -> UserError:
+        return UserError(f"{where}: {key} = {getattr(cfg, key)!r} is not allowed: {allowed}.")
+
+    def choice(key: str, allowed) -> None:
+        if getattr(cfg, key) not in allowed:
+            hint = closest_key(str(getattr(cfg, key)), allowed)
+            extra = f" Did you mean '{hint}'?" if hint else ""
+            raise bad(key, "one of " + ", ".join(allowed) + "." + extra)
+
+    choice("dataset_type", DATASET_TYPES)
+    choice("net_type", list(NET_DEPTHS))
+    choice("optimizer", OPTIMIZERS)
+    choice("precision", PRECISIONS)
+    choice("device", DEVICES)
+    for key in ("stride", "batch_size", "display_iters", "save_iters", "max_to_keep", "max_input_size"):
+        if getattr(cfg, key) <= 0:
+            raise bad(key, "it must be a positive integer")
+    for key in ("num_joints", "num_workers", "crop_pad", "min_input_size"):
+        if getattr(cfg, key) < 0:
+            raise bad(key, "it must be >= 0")
+    for key in ("pos_dist_thresh", "locref_stdev", "global_scale", "scale_jitter_lo", "scale_jitter_up"):
+        value = getattr(cfg, key)
+        if not (math.isfinite(value) and value > 0):
+            raise bad(key, "it must be a positive number")
+    if cfg.scale_jitter_lo > cfg.scale_jitter_up:
+        raise UserError(f"{where}: scale_jitter_lo = {cfg.scale_jitter_lo} is larger than scale_jitter_up = "
+                        f"{cfg.scale_jitter_up}; the scale is drawn from U(lo, up), so lo must be <= up.")
+    if len(cfg.mean_pixel) != 3:
+        raise bad("mean_pixel", "it must be three numbers (R, G, B)")
+    if cfg.crop_size and (len(cfg.crop_size) != 2 or min(cfg.crop_size) <= 0):
+        raise bad("crop_size", "it must be [] or [width, height] with positive values")
+    if not cfg.multi_step:
+        raise bad("multi_step", "it must list at least one [learning_rate, end_iteration]")
+    last_end = 0
+    for i, step in enumerate(cfg.multi_step):
+        if len(step) != 2 or step[0] <= 0 or step[1] <= last_end:
+            raise UserError(f"{where}: multi_step entry {i} = {step} is not allowed: each entry is [lr, end] with "
+                            f"lr > 0 and end iterations strictly increasing (lr_k is used for (end_k-1, end_k]).")
+        last_end = step[1]
+    k = cfg.num_joints
+    if k > 0:
+        for key in ("all_joints", "sparse_graph", "skeleton"):
+            for group in getattr(cfg, key):
+                for j in group:
+                    if not 0 <= j < k:
+                        raise UserError(f"{where}: {key} contains joint id {j} in {group}, but num_joints is {k}: "
+                                        f"ids must be 0..{k - 1}.")
+        if cfg.joint_names and len(cfg.joint_names) != k:
+            raise bad("joint_names", f"it must have num_joints = {k} names, it has {len(cfg.joint_names)}")
+        seen = [j for group in cfg.all_joints for j in group]
+        if len(seen) != len(set(seen)):
+            raise bad("all_joints", "each joint id may appear in at most one group")
+    for group in cfg.all_joints:
+        if not 1 <= len(group) <= 2:
+            raise bad("all_joints", "each group is [id] or a symmetric pair [left, right]")
+    for edge in cfg.sparse_graph + cfg.skeleton:
+        if len(edge) != 2:
+            raise UserError(f"{where}: edge {edge} in sparse_graph/skeleton must be a pair [a, b].")
+    if cfg.all_joints_names and cfg.all_joints and len(cfg.all_joints_names) != len(cfg.all_joints):
+        raise bad("all_joints_names", f"it names the groups of all_joints, so it needs {len(cfg.all_joints)} names")
+    if cfg.intermediate_supervision:
+        blocks = LAYER3_BLOCKS[cfg.net_type]
+        if not 1 <= cfg.intermediate_supervision_layer <= blocks:
+            raise UserError(
+                f"{where}: intermediate_supervision_layer = {cfg.intermediate_supervision_layer}, but {cfg.net_type} "
+                f"has {blocks} blocks in layer3 (the reference's block3), so the valid range is 1..{blocks}. "
+                f"Use a deeper net_type (resnet_101 has 23) or a smaller layer.")
+
+
+def with_joints(cfg: Config, num_joints: int, joint_names: list[str], all_joints: list[list[int]],
+                skeleton: list[list[int]] | None = None) -> Config:
+    """Fill the joint set from a dataset manifest where the config left it open, and check agreement."""
+    if cfg.num_joints and cfg.num_joints != num_joints:
+        raise UserError(f"The config says num_joints = {cfg.num_joints} but the dataset {cfg.dataset} has "
+                        f"{num_joints} joints. Remove num_joints from the config or convert the data with "
+                        f"--num-joints {cfg.num_joints}.")
+    cfg.num_joints = num_joints
+    if not cfg.joint_names:
+        cfg.joint_names = list(joint_names)
+    if not cfg.all_joints:
+        cfg.all_joints = [list(g) for g in all_joints] or [[j] for j in range(num_joints)]
+    if not cfg.skeleton and skeleton:
+        cfg.skeleton = [list(e) for e in skeleton]
+    validate(cfg, "config + dataset manifest")
+    return cfg

@@ -1,0 +1,218 @@
+"""What every converter shares: source entries, the checks on them, the problem report and the parallel writer.
+
+A converter (mat.py, dlc.py, mpii.py, coco.py) parses its source into `Entry` objects, then calls `convert_entries`,
+which loads and checks each entry in worker processes (image present and decodable, declared size right, coordinates
+finite and not far outside the image), writes the good ones into shards in source order, and either stops with one
+report listing every problem class with the offending entry indices, or with `skip_bad` skips them and records each
+in the manifest. The report is a `UserError`, so the CLI prints it as a paragraph and exits 2; nothing partial stays.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from fastpose.errors import UserError
+from fastpose.shards import IDENTITY, Sample, ShardWriter
+
+console = Console(stderr=True)
+
+# How far outside the image a joint may lie before it is reported, as a fraction of the image's larger side.
+FAR_OUTSIDE = 0.1
+
+# Problem classes and how to fix them (one paragraph each in the report).
+FIXES = {
+    "missing image": "the image file does not exist; fix the path in the source (relative paths are resolved against "
+                     "the annotation file's folder) or pass --images-root",
+    "unreadable image": "the file is not a decodable image (corrupt or truncated); re-export it or remove the entry",
+    "size mismatch": "the declared [C, H, W] differs from the real image; fix the size field or re-export the image",
+    "joint id out of range": "a joint id is >= num_joints; pass the right --num-joints / --config, or fix the ids "
+                             "(they are 0-based)",
+    "non-finite coordinates": "a coordinate is NaN or inf; fix or delete that label",
+    "joint far outside image": "a joint lies more than 10% of the image size outside the image; the label is probably "
+                               "wrong (swapped x/y, wrong image, wrong scale)",
+    "malformed entry": "the entry lacks a field or has one of the wrong shape; fix the source file",
+    "empty entry": "the entry has no person with a labelled joint",
+}
+
+
+@dataclass
+class Entry:
+    """One source image with its persons' joints, before checking."""
+
+    index: int  # position in the source (reported to the user)
+    image_path: Path | None
+    joints: np.ndarray  # (P, K, 3) x, y, visibility (0 = not labelled)
+    declared_size: tuple[int, int, int] | None = None  # [C, H, W] as the source states it
+    head_box: np.ndarray | None = None
+    person_box: np.ndarray | None = None
+    person_area: np.ndarray | None = None
+    person_id: np.ndarray | None = None
+    transform: tuple[float, ...] = IDENTITY
+    meta: dict[str, Any] = field(default_factory=dict)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # found while parsing: (class, detail)
+    payload: Any = None  # converter-specific data for a custom load function
+
+
+class EntryProblem(Exception):
+    """Raised by a load function: (problem class, detail)."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind, self.detail = kind, detail
+
+
+def image_format(data: bytes) -> str:
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:2] == b"BM":
+        return "bmp"
+    return "unknown"
+
+
+def decode_size(data: bytes, where: str) -> tuple[int, int, int]:
+    """Decode fully (catches truncated files) and return [C, H, W]."""
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if arr is None:
+        raise EntryProblem("unreadable image", f"{where} could not be decoded")
+    channels = 1 if arr.ndim == 2 else arr.shape[2]
+    return (channels, int(arr.shape[0]), int(arr.shape[1]))
+
+
+def check_joints(joints: np.ndarray, size: tuple[int, int, int], where: str) -> None:
+    labelled = joints[..., 2] > 0
+    xy = joints[..., :2][labelled]
+    if not np.isfinite(xy).all():
+        raise EntryProblem("non-finite coordinates", f"{where} has NaN/inf joint coordinates")
+    _, h, w = size
+    margin = FAR_OUTSIDE * max(h, w)
+    if len(xy) and ((xy[:, 0] < -0.5 - margin).any() or (xy[:, 0] > w - 0.5 + margin).any()
+                    or (xy[:, 1] < -0.5 - margin).any() or (xy[:, 1] > h - 0.5 + margin).any()):
+        raise EntryProblem("joint far outside image", f"{where}: a joint lies far outside the {w}x{h} image")
+
+
+def load_image_entry(entry: Entry) -> Sample:
+    """Default load: read the image file as stored, check it and the joints, and make a Sample."""
+    if entry.problems:
+        raise EntryProblem(*entry.problems[0])
+    path = entry.image_path
+    if path is None or not path.is_file():
+        raise EntryProblem("missing image", f"{path} not found")
+    data = path.read_bytes()
+    size = decode_size(data, str(path))
+    if entry.declared_size is not None:
+        declared = tuple(int(v) for v in entry.declared_size)
+        # The seed's size is [C, H, W]; a grey image may be declared with 3 channels (it is decoded to RGB).
+        if declared[1:] != size[1:] or declared[0] not in (size[0], 3, 1):
+            raise EntryProblem("size mismatch", f"{path} is {list(size)} but the source says {list(declared)}")
+    check_joints(entry.joints, size, str(path))
+    return Sample(image=data, image_format=image_format(data), size=size, joints=entry.joints.astype(np.float32),
+                  head_box=entry.head_box, person_box=entry.person_box, person_area=entry.person_area,
+                  person_id=entry.person_id, transform=entry.transform, source_index=entry.index,
+                  source_path=str(path), meta=entry.meta)
+
+
+def parse_split(text: str | None) -> dict[str, float]:
+    """'train=0.9,test=0.1' -> {'train': 0.9, 'test': 0.1}; None -> everything in train."""
+    if not text:
+        return {"train": 1.0}
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, frac = part.partition("=")
+        try:
+            out[name.strip()] = float(frac)
+        except ValueError:
+            raise UserError(f"--split '{text}': expected name=fraction pairs like train=0.9,test=0.1.") from None
+    if any(v < 0 for v in out.values()) or abs(sum(out.values()) - 1.0) > 1e-6:
+        raise UserError(f"--split '{text}': fractions must be >= 0 and add up to 1.")
+    return out
+
+
+def assign_splits(n: int, fractions: dict[str, float], seed: int) -> list[str]:
+    """Deterministic held-out split of n entries: a seeded permutation cut by the fractions."""
+    perm = np.random.default_rng(seed).permutation(n)
+    names = list(fractions)
+    bounds = np.round(np.cumsum([fractions[k] for k in names]) * n).astype(int)
+    out = [""] * n
+    start = 0
+    for name, end in zip(names, bounds):
+        for i in perm[start:end]:
+            out[int(i)] = name
+        start = end
+    return out
+
+
+def _run(args):
+    load, entry = args
+    try:
+        return entry.index, load(entry), None
+    except EntryProblem as p:
+        return entry.index, None, (p.kind, p.detail)
+
+
+def problem_report(problems: dict[str, list[tuple[int, str]]], source: str) -> str:
+    parts = []
+    for kind, items in problems.items():
+        first = ", ".join(str(i) for i, _ in items[:10])
+        more = f" (and {len(items) - 10} more)" if len(items) > 10 else ""
+        parts.append(f"{kind}: {len(items)} entr{'y' if len(items) == 1 else 'ies'} [{first}{more}], e.g. "
+                     f"{items[0][1]}; fix: {FIXES.get(kind, 'fix the entry')}.")
+    return (f"{source}: {sum(len(v) for v in problems.values())} bad entries (entry indices are 0-based). "
+            + " ".join(parts) + " Nothing was written. Fix these, or pass --skip-bad to skip them (they are listed "
+            "in the manifest).")
+
+
+def convert_entries(entries: list[Entry], writer: ShardWriter, *, source: str, splits: list[str] | None = None,
+                    load: Callable[[Entry], Sample] = load_image_entry, workers: int | None = None,
+                    skip_bad: bool = False, quiet: bool = False) -> dict[str, int]:
+    """Load, check and write every entry (in source order). Returns samples written per split."""
+    if not entries:
+        writer.abort()
+        raise UserError(f"{source}: the dataset is empty (no entries). Check the file and its variable names.")
+    workers = workers or min(len(os.sched_getaffinity(0)), 8)
+    splits = splits or ["train"] * len(entries)
+    split_of = {e.index: s for e, s in zip(entries, splits)}
+    problems: dict[str, list[tuple[int, str]]] = {}
+    written: dict[str, int] = {}
+    jobs: Iterable = ((load, e) for e in entries)
+    pool = mp.get_context("fork").Pool(workers) if workers > 1 and len(entries) > 8 else None
+    results = pool.imap(_run, jobs, chunksize=4) if pool else map(_run, jobs)
+    try:
+        with Progress(TextColumn("[bold]convert[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=console, disable=quiet, transient=True) as bar:
+            task = bar.add_task(source, total=len(entries))
+            for index, sample, problem in results:
+                if problem is not None:
+                    problems.setdefault(problem[0], []).append((index, problem[1]))
+                    writer.skipped.append({"index": index, "problem": problem[0], "detail": problem[1]})
+                elif not problems or skip_bad:  # once a problem is known (and fatal) only keep scanning
+                    split = split_of[index]
+                    writer.add(sample, split)
+                    written[split] = written.get(split, 0) + 1
+                bar.advance(task)
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        if pool:
+            pool.terminate()
+    if problems and not skip_bad:
+        writer.abort()
+        raise UserError(problem_report(problems, source))
+    if problems and not quiet:
+        n = sum(len(v) for v in problems.values())
+        console.print(f"[yellow]skipped {n} bad entries[/yellow] ("
+                      + "; ".join(f"{k}: {len(v)}" for k, v in problems.items()) + "), listed in manifest.json")
+    writer.close()
+    return written

@@ -1,0 +1,295 @@
+"""Training targets for the part detector: score maps, their weights, location refinement and its mask.
+
+Semantics (the reference's per-sample numpy targets, for a whole batch at once):
+
+- `joints` (B, P, K, 3) float: x, y, present for P persons (padded) and K joints, in the network input's pixel
+  coordinates (after scaling and mirroring). A joint counts as present when present > 0 and x, y are finite.
+- The output map has `grid` = (H, W) cells; cell (row j, column i) has its centre at
+  (i * stride + stride / 2, j * stride + stride / 2).
+- `dist_thresh` is a float or a (B,) tensor (pos_dist_thresh times the sample's scale).
+- `scmap` (B, K, H, W) is 1 where some present joint k of some person has dx^2 + dy^2 <= dist_thresh^2, with
+  (dx, dy) = joint - cell centre (computed in float32, so a joint exactly on the threshold counts), else 0.
+- `scmap_weights` (B, K, H, W) is 1, or with `present_only` (the reference's weigh_only_present_joints) 1 only on
+  the channels of joints present in any person of that sample; times (1 - ignore) where `ignore` (B, 1, H, W) marks
+  cells whose score loss is ignored (crowd regions, batch padding).
+- `locref` (B, 2K, H, W): channels 2k, 2k + 1 = dx / locref_stdev, dy / locref_stdev for the nearest person whose
+  joint k covers the cell (squared distance; ties go to the lower person index); 0 elsewhere.
+- `locref_mask` (B, 2K, H, W): 1 on channels 2k and 2k + 1 where scmap[:, k] is 1, else 0.
+
+All four outputs are float32 and contiguous. `make_targets` runs the Triton kernel for CUDA tensors and the torch
+twin for CPU tensors; both are public (`make_targets_triton`, `make_targets_torch`) so tests can compare them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+DEFAULT_STRIDE = 8
+DEFAULT_LOCREF_STDEV = 7.2801
+
+
+class Targets(NamedTuple):
+    """The four target tensors of one batch (all float32)."""
+
+    scmap: torch.Tensor  # (B, K, H, W)
+    scmap_weights: torch.Tensor  # (B, K, H, W)
+    locref: torch.Tensor  # (B, 2K, H, W)
+    locref_mask: torch.Tensor  # (B, 2K, H, W)
+
+
+def _check_inputs(joints, grid, stride, dist_thresh, locref_stdev, ignore) -> tuple[int, int, torch.Tensor]:
+    """Validates shapes and returns (H, W, thresholds (B,) float32 on the joints' device)."""
+    if joints.dim() != 4 or joints.shape[-1] != 3:
+        raise ValueError(f"joints must have shape (B, P, K, 3) = x, y, present; got {tuple(joints.shape)}")
+    if len(grid) != 2 or int(grid[0]) <= 0 or int(grid[1]) <= 0:
+        raise ValueError(f"grid must be (H, W) with positive sizes; got {grid}")
+    if stride <= 0 or locref_stdev <= 0:
+        raise ValueError(f"stride and locref_stdev must be positive; got stride={stride}, locref_stdev={locref_stdev}")
+    h, w = int(grid[0]), int(grid[1])
+    b = joints.shape[0]
+    if isinstance(dist_thresh, torch.Tensor):
+        if dist_thresh.dim() == 0:
+            dist_thresh = dist_thresh.reshape(1).expand(b)
+        if tuple(dist_thresh.shape) != (b,):
+            raise ValueError(f"dist_thresh must be a float or a ({b},) tensor; got shape {tuple(dist_thresh.shape)}")
+        thresh = dist_thresh.to(device=joints.device, dtype=torch.float32)
+    else:
+        if not dist_thresh >= 0:
+            raise ValueError(f"dist_thresh must be >= 0; got {dist_thresh}")
+        thresh = torch.full((b,), float(dist_thresh), device=joints.device, dtype=torch.float32)
+    if ignore is not None and tuple(ignore.shape) != (b, 1, h, w):
+        raise ValueError(f"ignore must have shape ({b}, 1, {h}, {w}); got {tuple(ignore.shape)}")
+    return h, w, thresh
+
+
+def make_targets(
+    joints: torch.Tensor,
+    grid: tuple[int, int],
+    stride: float = DEFAULT_STRIDE,
+    dist_thresh: float | torch.Tensor = 17.0,
+    locref_stdev: float = DEFAULT_LOCREF_STDEV,
+    ignore: torch.Tensor | None = None,
+    present_only: bool = False,
+) -> Targets:
+    """Targets for a batch: the Triton kernel for CUDA tensors, the torch twin otherwise (see the module docstring)."""
+    if joints.is_cuda:
+        return make_targets_triton(joints, grid, stride, dist_thresh, locref_stdev, ignore, present_only)
+    return make_targets_torch(joints, grid, stride, dist_thresh, locref_stdev, ignore, present_only)
+
+
+def _weights(present_k: torch.Tensor, ignore: torch.Tensor | None, shape, present_only: bool) -> torch.Tensor:
+    """scmap_weights (B, K, H, W) from the per-channel presence (B, K) and the ignore mask (B, 1, H, W)."""
+    b, k, h, w = shape
+    device = present_k.device
+    if present_only:
+        weights = present_k.to(torch.float32)[:, :, None, None]  # (B, K, 1, 1)
+    else:
+        weights = torch.ones((1, 1, 1, 1), dtype=torch.float32, device=device)
+    if ignore is not None:
+        weights = weights * (1.0 - ignore.to(device=device, dtype=torch.float32))  # times (B, 1, H, W)
+    return weights.expand(b, k, h, w).contiguous()
+
+
+def make_targets_torch(
+    joints: torch.Tensor,
+    grid: tuple[int, int],
+    stride: float = DEFAULT_STRIDE,
+    dist_thresh: float | torch.Tensor = 17.0,
+    locref_stdev: float = DEFAULT_LOCREF_STDEV,
+    ignore: torch.Tensor | None = None,
+    present_only: bool = False,
+) -> Targets:
+    """Vectorised torch twin: each joint visits only its window of cells, then scatters into the grid.
+
+    A joint at x reaches the columns i with |i * stride + stride / 2 - x| <= t, i.e. at most floor(2t / stride) + 1
+    of them; the window starts at floor((x - t - stride / 2) / stride) and is floor(2t / stride) + 2 wide so that
+    rounding in that start can never drop a column. Every candidate is then tested exactly (d2 <= t^2 in float32).
+    """
+    h, w, thresh = _check_inputs(joints, grid, stride, dist_thresh, locref_stdev, ignore)
+    device = joints.device
+    joints = joints.to(torch.float32)
+    b, p, k, _ = joints.shape
+    x, y, vis = joints.unbind(-1)  # (B, P, K) each
+    present = (vis > 0) & torch.isfinite(x) & torch.isfinite(y)  # (B, P, K)
+    # Absent joints get a harmless position; they are masked out below.
+    x = torch.where(present, x, torch.zeros_like(x))
+    y = torch.where(present, y, torch.zeros_like(y))
+    t = thresh[:, None, None]  # (B, 1, 1)
+    t2 = t * t
+    half = stride / 2.0
+
+    t_max = float(thresh.max()) if b > 0 else 0.0
+    if not math.isfinite(t_max):
+        raise ValueError(f"dist_thresh must be finite; got a maximum of {t_max}")
+    n = int(math.floor(2.0 * t_max / stride)) + 2  # window side in cells
+    # Clamp the window start so huge coordinates cannot overflow int64; such windows fall outside the grid anyway.
+    i0 = torch.floor((x - t - half) / stride).clamp(-n - 1, w + 1).to(torch.int64)  # (B, P, K)
+    j0 = torch.floor((y - t - half) / stride).clamp(-n - 1, h + 1).to(torch.int64)
+    offs = torch.arange(n, device=device, dtype=torch.int64)
+    ci = i0[..., None] + offs  # (B, P, K, n) candidate columns
+    cj = j0[..., None] + offs  # (B, P, K, n) candidate rows
+    dx = x[..., None] - (ci.to(torch.float32) * stride + half)  # (B, P, K, n)
+    dy = y[..., None] - (cj.to(torch.float32) * stride + half)
+    d2 = dy[..., :, None] * dy[..., :, None] + dx[..., None, :] * dx[..., None, :]  # (B, P, K, n, n)
+    inside = ((ci >= 0) & (ci < w))[..., None, :] & ((cj >= 0) & (cj < h))[..., :, None]  # (B, P, K, n, n)
+    hit = inside & (d2 <= t2[..., None, None]) & present[..., None, None]  # (B, P, K, n, n)
+
+    # Flat cell index into (B, K, H, W); misses go to one extra dump slot at the end.
+    base = (torch.arange(b, device=device)[:, None, None] * k + torch.arange(k, device=device)[None, None, :]) * (h * w)
+    cell = base[..., None, None] + cj[..., :, None] * w + ci[..., None, :]  # (B, P, K, n, n)
+    dump = b * k * h * w
+    cell = torch.where(hit, cell, torch.full_like(cell, dump)).reshape(-1)
+
+    # Nearest person: d2 >= 0 so its float32 bits order like the value; append the person index for the tie-break.
+    person = torch.arange(p, device=device, dtype=torch.int64)[None, :, None, None, None]
+    key = (d2.contiguous().view(torch.int32).to(torch.int64) * p + person).reshape(-1)  # (B*P*K*n*n,)
+    best = torch.full((dump + 1,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=device)
+    best.scatter_reduce_(0, cell, key, reduce="amin")
+    win = (best[cell] == key) & (cell != dump)  # exactly one winner per covered cell
+
+    scmap = torch.zeros(dump + 1, dtype=torch.float32, device=device)
+    scmap[cell] = 1.0  # misses only write the dump slot
+    scmap = scmap[:dump].view(b, k, h, w)
+
+    # Locref as (B, K, H, W, 2) so the two channels of joint k are adjacent, then moved to (B, 2K, H, W).
+    wcell = cell[win]
+    ldx = (dx[..., None, :].expand(d2.shape).reshape(-1)[win]) / locref_stdev
+    ldy = (dy[..., :, None].expand(d2.shape).reshape(-1)[win]) / locref_stdev
+    locref = torch.zeros((b, k, 2, h, w), dtype=torch.float32, device=device)
+    flat = locref.view(b * k, 2, h * w)
+    flat[wcell // (h * w), 0, wcell % (h * w)] = ldx
+    flat[wcell // (h * w), 1, wcell % (h * w)] = ldy
+    locref = locref.view(b, 2 * k, h, w)
+    locref_mask = scmap[:, :, None].expand(b, k, 2, h, w).reshape(b, 2 * k, h, w)
+
+    weights = _weights(present.any(dim=1), ignore, (b, k, h, w), present_only)
+    return Targets(scmap, weights, locref, locref_mask)
+
+
+@triton.jit
+def _targets_kernel(
+    joints_ptr,  # (B, P, K, 3) float32
+    thresh_ptr,  # (B,) float32
+    ignore_ptr,  # (B, H, W) float32 (only read when HAS_IGNORE)
+    scmap_ptr,  # (B, K, H, W) float32
+    weights_ptr,  # (B, K, H, W) float32
+    locref_ptr,  # (B, 2K, H, W) float32
+    mask_ptr,  # (B, 2K, H, W) float32
+    P,
+    K,
+    H,
+    W,
+    tiles,
+    stride,
+    stdev,
+    HAS_IGNORE: tl.constexpr,
+    PRESENT_ONLY: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # One program per (b, k, tile of BLOCK cells): loops over the persons, keeps the nearest covering one and
+    # writes every output element of its tile (so the outputs need no zero fill).
+    pid = tl.program_id(0)
+    tile = pid % tiles
+    bk = pid // tiles
+    b = bk // K
+    k = bk % K
+    hw = H * W
+    c = tile * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,) cell indices j * W + i
+    valid = c < hw
+    ci = (c % W).to(tl.float32)
+    cj = (c // W).to(tl.float32)
+    cx = ci * stride + stride * 0.5
+    cy = cj * stride + stride * 0.5
+    t = tl.load(thresh_ptr + b)
+    t2 = t * t
+
+    best = tl.full((BLOCK,), float("inf"), tl.float32)
+    best_dx = tl.zeros((BLOCK,), tl.float32)
+    best_dy = tl.zeros((BLOCK,), tl.float32)
+    any_present = 0.0
+    for p in range(P):
+        base = ((b * P + p) * K + k) * 3
+        jx = tl.load(joints_ptr + base)
+        jy = tl.load(joints_ptr + base + 1)
+        jv = tl.load(joints_ptr + base + 2)
+        # Absent or non-finite joints cover nothing (x - x != 0 catches inf and nan): their threshold becomes -1.
+        ok = (jv > 0) & (jx - jx == 0) & (jy - jy == 0)
+        any_present = tl.maximum(any_present, tl.where(ok, 1.0, 0.0))
+        t2_p = tl.where(ok, t2, -1.0)
+        dx = jx - cx
+        dy = jy - cy
+        d2 = dy * dy + dx * dx
+        closer = (d2 <= t2_p) & (d2 < best)  # strict: ties keep the lower person index
+        best = tl.where(closer, d2, best)
+        best_dx = tl.where(closer, dx, best_dx)
+        best_dy = tl.where(closer, dy, best_dy)
+
+    hit = best < float("inf")
+    on = tl.where(hit, 1.0, 0.0)
+    out = bk * hw + c
+    tl.store(scmap_ptr + out, on, mask=valid)
+    if PRESENT_ONLY:
+        wgt = tl.zeros((BLOCK,), tl.float32) + any_present
+    else:
+        wgt = tl.full((BLOCK,), 1.0, tl.float32)
+    if HAS_IGNORE:
+        ign = tl.load(ignore_ptr + b * hw + c, mask=valid, other=0.0)
+        wgt = wgt * (1.0 - ign)
+    tl.store(weights_ptr + out, wgt, mask=valid)
+    lx = b * (2 * K) * hw + (2 * k) * hw + c
+    tl.store(locref_ptr + lx, tl.where(hit, best_dx / stdev, 0.0), mask=valid)
+    tl.store(locref_ptr + lx + hw, tl.where(hit, best_dy / stdev, 0.0), mask=valid)
+    tl.store(mask_ptr + lx, on, mask=valid)
+    tl.store(mask_ptr + lx + hw, on, mask=valid)
+
+
+def make_targets_triton(
+    joints: torch.Tensor,
+    grid: tuple[int, int],
+    stride: float = DEFAULT_STRIDE,
+    dist_thresh: float | torch.Tensor = 17.0,
+    locref_stdev: float = DEFAULT_LOCREF_STDEV,
+    ignore: torch.Tensor | None = None,
+    present_only: bool = False,
+    block: int = 256,
+) -> Targets:
+    """Triton path (one launch per batch, no host sync); also runs on CPU tensors under TRITON_INTERPRET=1."""
+    h, w, thresh = _check_inputs(joints, grid, stride, dist_thresh, locref_stdev, ignore)
+    device = joints.device
+    b, p, k, _ = joints.shape
+    joints = joints.to(torch.float32).contiguous()
+    scmap = torch.empty((b, k, h, w), dtype=torch.float32, device=device)
+    weights = torch.empty_like(scmap)
+    locref = torch.empty((b, 2 * k, h, w), dtype=torch.float32, device=device)
+    locref_mask = torch.empty_like(locref)
+    if ignore is not None:
+        ignore_f = ignore.to(device=device, dtype=torch.float32).contiguous()
+    else:
+        ignore_f = scmap  # never read
+    tiles = triton.cdiv(h * w, block)
+    if b * k > 0:
+        _targets_kernel[(b * k * tiles,)](
+            joints,
+            thresh.contiguous(),
+            ignore_f,
+            scmap,
+            weights,
+            locref,
+            locref_mask,
+            p,
+            k,
+            h,
+            w,
+            tiles,
+            float(stride),
+            float(locref_stdev),
+            HAS_IGNORE=ignore is not None,
+            PRESENT_ONLY=present_only,
+            BLOCK=block,
+        )
+    return Targets(scmap, weights, locref, locref_mask)
