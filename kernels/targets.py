@@ -104,71 +104,88 @@ def make_targets_torch(
     ignore: torch.Tensor | None = None,
     present_only: bool = False,
 ) -> Targets:
-    """Vectorised torch twin: each joint visits only its window of cells, then scatters into the grid.
+    """Vectorised torch twin: each joint visits only its window of cells, then the hits are scattered into the grid.
 
     A joint at x reaches the columns i with |i * stride + stride / 2 - x| <= t, i.e. at most floor(2t / stride) + 1
     of them; the window starts at floor((x - t - stride / 2) / stride) and is floor(2t / stride) + 2 wide so that
     rounding in that start can never drop a column. Every candidate is then tested exactly (d2 <= t^2 in float32).
+    Among the persons hitting one cell, the nearest wins: the hits are sorted by (cell, d2, person) in one int64 key.
     """
     h, w, thresh = _check_inputs(joints, grid, stride, dist_thresh, locref_stdev, ignore)
     device = joints.device
     joints = joints.to(torch.float32)
     b, p, k, _ = joints.shape
+    hw = h * w
     x, y, vis = joints.unbind(-1)  # (B, P, K) each
     present = (vis > 0) & torch.isfinite(x) & torch.isfinite(y)  # (B, P, K)
-    # Absent joints get a harmless position; they are masked out below.
-    x = torch.where(present, x, torch.zeros_like(x))
-    y = torch.where(present, y, torch.zeros_like(y))
-    t = thresh[:, None, None]  # (B, 1, 1)
-    t2 = t * t
-    half = stride / 2.0
-
+    weights = _weights(present.any(dim=1), ignore, (b, k, h, w), present_only)
+    scmap = torch.zeros(b * k * hw, dtype=torch.float32, device=device)
+    locref = torch.zeros(b * k * 2 * hw, dtype=torch.float32, device=device)
+    locref_mask = torch.zeros(b * k * 2 * hw, dtype=torch.float32, device=device)
     t_max = float(thresh.max()) if b > 0 else 0.0
     if not math.isfinite(t_max):
         raise ValueError(f"dist_thresh must be finite; got a maximum of {t_max}")
-    n = int(math.floor(2.0 * t_max / stride)) + 2  # window side in cells
-    # Clamp the window start so huge coordinates cannot overflow int64; such windows fall outside the grid anyway.
-    i0 = torch.floor((x - t - half) / stride).clamp(-n - 1, w + 1).to(torch.int64)  # (B, P, K)
-    j0 = torch.floor((y - t - half) / stride).clamp(-n - 1, h + 1).to(torch.int64)
-    offs = torch.arange(n, device=device, dtype=torch.int64)
-    ci = i0[..., None] + offs  # (B, P, K, n) candidate columns
-    cj = j0[..., None] + offs  # (B, P, K, n) candidate rows
-    dx = x[..., None] - (ci.to(torch.float32) * stride + half)  # (B, P, K, n)
-    dy = y[..., None] - (cj.to(torch.float32) * stride + half)
-    d2 = dy[..., :, None] * dy[..., :, None] + dx[..., None, :] * dx[..., None, :]  # (B, P, K, n, n)
-    inside = ((ci >= 0) & (ci < w))[..., None, :] & ((cj >= 0) & (cj < h))[..., :, None]  # (B, P, K, n, n)
-    hit = inside & (d2 <= t2[..., None, None]) & present[..., None, None]  # (B, P, K, n, n)
 
-    # Flat cell index into (B, K, H, W); misses go to one extra dump slot at the end.
-    base = (torch.arange(b, device=device)[:, None, None] * k + torch.arange(k, device=device)[None, None, :]) * (h * w)
-    cell = base[..., None, None] + cj[..., :, None] * w + ci[..., None, :]  # (B, P, K, n, n)
-    dump = b * k * h * w
-    cell = torch.where(hit, cell, torch.full_like(cell, dump)).reshape(-1)
+    if b * p * k > 0:
+        t = thresh[:, None, None]  # (B, 1, 1)
+        half = stride / 2.0
+        n = int(math.floor(2.0 * t_max / stride)) + 2  # window side in cells
+        # Absent joints get a harmless position (masked below); huge coordinates are clamped so that the window
+        # start cannot overflow int64: such windows fall outside the grid anyway.
+        x = torch.where(present, x, 0.0)
+        y = torch.where(present, y, 0.0)
+        i0 = torch.floor((x - t - half) / stride).clamp_(-n - 1, w + 1).to(torch.int64)  # (B, P, K)
+        j0 = torch.floor((y - t - half) / stride).clamp_(-n - 1, h + 1).to(torch.int64)
+        offs = torch.arange(n, device=device, dtype=torch.int64)
+        ci = i0[..., None] + offs  # (B, P, K, n) candidate columns
+        cj = j0[..., None] + offs  # (B, P, K, n) candidate rows
+        dx = x[..., None] - (ci.to(torch.float32) * stride + half)  # (B, P, K, n)
+        dy = y[..., None] - (cj.to(torch.float32) * stride + half)
+        # Out-of-grid rows and columns get an infinite distance so the single test below rejects them.
+        dx = dx.masked_fill_((ci < 0) | (ci >= w), math.inf)
+        dy = dy.masked_fill_((cj < 0) | (cj >= h), math.inf)
+        d2 = dy[..., :, None] * dy[..., :, None] + dx[..., None, :] * dx[..., None, :]  # (B, P, K, n, n)
+        t2 = torch.where(present, t * t, -1.0)  # (B, P, K); absent joints hit nothing
+        hit = (d2 <= t2[..., None, None]).reshape(-1).nonzero().squeeze(1)  # (M,) flat candidate positions
 
-    # Nearest person: d2 >= 0 so its float32 bits order like the value; append the person index for the tie-break.
-    person = torch.arange(p, device=device, dtype=torch.int64)[None, :, None, None, None]
-    key = (d2.contiguous().view(torch.int32).to(torch.int64) * p + person).reshape(-1)  # (B*P*K*n*n,)
-    best = torch.full((dump + 1,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=device)
-    best.scatter_reduce_(0, cell, key, reduce="amin")
-    win = (best[cell] == key) & (cell != dump)  # exactly one winner per covered cell
+        col = hit % n  # window column of each hit
+        row = (hit // n) % n
+        joint = hit // (n * n)  # flat (b, p, k)
+        jk = joint % k
+        jb = joint // (p * k)
+        cidx = ci.reshape(-1, n)[joint, col]  # (M,) grid column
+        cjdx = cj.reshape(-1, n)[joint, row]
+        plane = jb * k + jk  # (M,) flat (b, k)
+        cell = plane * hw + cjdx * w + cidx  # (M,) index into (B, K, H, W)
+        scmap[cell] = 1.0
+        first = plane * (2 * hw) + cjdx * w + cidx  # (M,) index of channel 2k into (B, 2K, H, W)
+        locref_mask[torch.cat([first, first + hw])] = 1.0
 
-    scmap = torch.zeros(dump + 1, dtype=torch.float32, device=device)
-    scmap[cell] = 1.0  # misses only write the dump slot
-    scmap = scmap[:dump].view(b, k, h, w)
+        hdx = dx.reshape(-1, n)[joint, col]  # (M,)
+        hdy = dy.reshape(-1, n)[joint, row]
+        if p > 1:
+            # One int64 key orders the hits by cell, then squared distance (non-negative float32 bits order like
+            # the values), then person; the first hit of each cell wins (ties: the lower person index).
+            hd2 = d2.reshape(-1)[hit]
+            if (b * k * hw) * p < 2**32:
+                key = ((cell << 31) | hd2.view(torch.int32).to(torch.int64)) * p + (joint // k) % p
+                order = torch.argsort(key)
+            else:  # too many cells for one key: two sorts, the second one stable
+                order = torch.argsort(hd2.view(torch.int32).to(torch.int64) * p + (joint // k) % p)
+                order = order[torch.argsort(cell[order], stable=True)]
+            sorted_cell = cell[order]
+            lead = torch.ones_like(sorted_cell, dtype=torch.bool)
+            lead[1:] = sorted_cell[1:] != sorted_cell[:-1]
+            win = order[lead]
+            first, hdx, hdy = first[win], hdx[win], hdy[win]
+        locref[torch.cat([first, first + hw])] = torch.cat([hdx, hdy]) / locref_stdev
 
-    # Locref as (B, K, H, W, 2) so the two channels of joint k are adjacent, then moved to (B, 2K, H, W).
-    wcell = cell[win]
-    ldx = (dx[..., None, :].expand(d2.shape).reshape(-1)[win]) / locref_stdev
-    ldy = (dy[..., :, None].expand(d2.shape).reshape(-1)[win]) / locref_stdev
-    locref = torch.zeros((b, k, 2, h, w), dtype=torch.float32, device=device)
-    flat = locref.view(b * k, 2, h * w)
-    flat[wcell // (h * w), 0, wcell % (h * w)] = ldx
-    flat[wcell // (h * w), 1, wcell % (h * w)] = ldy
-    locref = locref.view(b, 2 * k, h, w)
-    locref_mask = scmap[:, :, None].expand(b, k, 2, h, w).reshape(b, 2 * k, h, w)
-
-    weights = _weights(present.any(dim=1), ignore, (b, k, h, w), present_only)
-    return Targets(scmap, weights, locref, locref_mask)
+    return Targets(
+        scmap.view(b, k, h, w),
+        weights,
+        locref.view(b, 2 * k, h, w),
+        locref_mask.view(b, 2 * k, h, w),
+    )
 
 
 @triton.jit
