@@ -1,0 +1,283 @@
+"""The DeeperCut network: a ResNet backbone at output stride 16 and transposed-convolution heads at stride 8.
+
+The backbone is ResNet-18/34/50/101/152 with torchvision's module names (conv1, bn1, layer1..layer4, blocks with
+conv1/bn1/conv2/bn2[/conv3/bn3]/downsample.0/downsample.1), so `init_weights:` loads torchvision's ImageNet `.pth`
+directly (`load_imagenet`); torchvision itself is not a dependency. As in the reference (TF-slim resnet_v1 with
+output_stride 16), the last stage does not subsample: layer4 runs at stride 1 with its 3x3 convolutions dilated by 2
+(torchvision's `replace_stride_with_dilation=[False, False, True]`: layer4[0] keeps dilation 1, the later blocks use 2).
+
+Sizes: every stride-2 step of torchvision's ResNet (7x7/2 conv pad 3, 3x3/2 max-pool pad 1, 3x3/2 conv pad 1, 1x1/2
+downsample) maps n -> ceil(n/2), and ceil(ceil(n/a)/b) = ceil(n/(ab)), so the backbone gives exactly ceil(H/16) for any
+H with no extra padding. The heads double that: output = 2*ceil(H/16) per side (368 -> 46, 100 -> 14, 17 -> 4).
+
+Head alignment: the reference's heads are TF `conv2d_transpose(kernel 3, stride 2, padding SAME)`. TF computes SAME for
+the matching forward convolution (2n -> n) with total padding 1, all of it after the data (pad_before = total // 2 = 0),
+so input cell i adds w[t] to output row 2i + t (t = 0, 1, 2) and the row 2n of the full (2n+1)-long transposed output is
+cut. PyTorch's ConvTranspose2d(padding=1, output_padding=1) instead cuts row 0 and keeps rows 1..2n: the same size but
+shifted by one output cell (8 input pixels). TransposedHead uses padding 0 and drops the last row and column.
+
+Input: `forward(images)` takes RGB images with values 0..255, (B, 3, H, W), and normalises them here as the ImageNet
+weights expect: (x - mean_pixel) / std with torchvision's per-channel std (0.229, 0.224, 0.225) * 255. (The reference
+only subtracted the mean, which suited its TF-slim weights; torchvision's weights were trained on std-scaled inputs.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fastpose.errors import UserError
+
+# torchvision's ImageNet std per RGB channel, in 0..255 units (its weights expect (x/255 - mean) / std).
+IMAGENET_STD_255 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+# The heads' module names: their keys are new in a model loaded from ImageNet weights.
+HEAD_NAMES = ("part", "locref", "pairwise", "intermediate")
+
+# (block kind, blocks per stage) for each net_type, as in the ResNet paper / torchvision.
+ARCHS = {
+    "resnet_18": ("basic", [2, 2, 2, 2]),
+    "resnet_34": ("basic", [3, 4, 6, 3]),
+    "resnet_50": ("bottleneck", [3, 4, 6, 3]),
+    "resnet_101": ("bottleneck", [3, 4, 23, 3]),
+    "resnet_152": ("bottleneck", [3, 8, 36, 3]),
+}
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
+                 downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (carries the stride and the dilation, as torchvision's "v1.5"), 1x1 expand (ResNet-50+)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
+                 downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """ResNet trunk without the classifier; layer4 dilated (stride 16 overall). Names match torchvision's."""
+
+    def __init__(self, net_type: str):
+        super().__init__()
+        if net_type not in ARCHS:
+            raise ValueError(f"net_type {net_type!r}: allowed values are {', '.join(ARCHS)}")
+        kind, layers = ARCHS[net_type]
+        block = BasicBlock if kind == "basic" else Bottleneck
+        self.inplanes = 64
+        self.dilation = 1
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, padding=1)
+        self.layer1 = self._make_layer(block, 64, layers[0], stride=1, dilate=False)
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2, dilate=False)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dilate=False)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=True)
+        self.layer3_channels = 256 * block.expansion
+        self.out_channels = 512 * block.expansion
+
+    def _make_layer(self, block, planes: int, blocks: int, stride: int, dilate: bool) -> nn.Sequential:
+        # With dilate, the stage's stride becomes dilation: the first block keeps the previous dilation (its 3x3 sees
+        # neighbours 1 apart on the input grid, as the strided conv did); later blocks, which ran on the twice coarser
+        # grid, see neighbours `stride` apart.
+        previous_dilation = self.dilation
+        if dilate:
+            self.dilation *= stride
+            stride = 1
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                                       nn.BatchNorm2d(planes * block.expansion))
+        blocks_ = [block(self.inplanes, planes, stride, previous_dilation, downsample)]
+        self.inplanes = planes * block.expansion
+        blocks_ += [block(self.inplanes, planes, 1, self.dilation) for _ in range(1, blocks)]
+        return nn.Sequential(*blocks_)
+
+
+class TransposedHead(nn.Module):
+    """3x3 stride-2 transposed convolution with bias and no activation, aligned as TF's SAME (see the module doc)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.deconv = nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        return self.deconv(x)[..., : 2 * h, : 2 * w]  # (B, C, 2h+1, 2w+1) -> (B, C, 2h, 2w): drop TF's cut row/col
+
+
+class PoseNet(ResNet):
+    """ResNet backbone + part / locref / pairwise / intermediate heads. forward returns a dict of (B, C, h, w).
+
+    The trunk's modules sit at the top level (state_dict keys 'conv1.weight', 'layer1.0.conv1.weight', ... exactly as
+    torchvision's), the heads beside them ('part.deconv.weight', 'locref.deconv.bias', ...).
+    """
+
+    def __init__(self, net_type: str, num_joints: int, location_refinement: bool = False,
+                 intermediate_supervision: bool = False, intermediate_supervision_layer: int = 12,
+                 pairwise_predict: bool = False, freeze_bn: bool = True,
+                 mean_pixel: tuple[float, float, float] = (123.68, 116.779, 103.939)):
+        super().__init__(net_type)
+        if num_joints <= 0:
+            raise ValueError(f"num_joints must be positive, got {num_joints}")
+        self.net_type = net_type
+        self.num_joints = k = num_joints
+        self.freeze_bn = freeze_bn
+        c = self.out_channels
+        self.part = TransposedHead(c, k)
+        self.locref = TransposedHead(c, 2 * k) if location_refinement else None
+        self.pairwise = TransposedHead(c, 2 * k * (k - 1)) if pairwise_predict else None
+        self.intermediate = None
+        self.intermediate_index = None
+        if intermediate_supervision:
+            n3 = len(self.layer3)
+            if not 1 <= intermediate_supervision_layer <= n3:
+                raise ValueError(f"intermediate_supervision_layer must be in 1..{n3} for {net_type}, "
+                                 f"got {intermediate_supervision_layer}")
+            self.intermediate_index = intermediate_supervision_layer - 1
+            self.intermediate = TransposedHead(self.layer3_channels, k)
+        self.register_buffer("pixel_mean", torch.tensor(mean_pixel, dtype=torch.float32).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD_255, dtype=torch.float32).view(1, 3, 1, 1),
+                             persistent=False)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # Backbone: He (kaiming) normal for ReLU nets, BN scale 1 / shift 0 (replaced by ImageNet weights when given).
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        # Heads: N(0, 0.01) weights and zero bias, so every head starts out predicting ~0 (sigmoid 0.5 for parts,
+        # zero offsets for locref/pairwise) with small gradients into the pretrained trunk; 0.01 is also about the
+        # std of TF-slim's default Xavier initialiser for these shapes: sqrt(2 / (9 * (K + 2048))) = 0.0104 at K=14.
+        for head in (self.part, self.locref, self.pairwise, self.intermediate):
+            if head is not None:
+                nn.init.normal_(head.deconv.weight, 0.0, 0.01)
+                nn.init.zeros_(head.deconv.bias)
+
+    def train(self, mode: bool = True) -> PoseNet:
+        """As nn.Module.train, but with freeze_bn the BN layers stay in eval mode: their running statistics are
+        neither used from the batch nor updated (the reference froze them); their scale and shift still train."""
+        super().train(mode)
+        if self.freeze_bn:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """images: (B, 3, H, W) RGB in 0..255 -> heads at 2*ceil(H/16) x 2*ceil(W/16)."""
+        x = (images.to(self.pixel_std.dtype) - self.pixel_mean) / self.pixel_std  # (B, 3, H, W)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
+        x = self.layer2(self.layer1(x))  # (B, C2, H/8, W/8)
+        intermediate = None
+        for i, block in enumerate(self.layer3):  # (B, C3, H/16, W/16)
+            x = block(x)
+            if i == self.intermediate_index:
+                intermediate = self.intermediate(x)  # (B, K, H/8, W/8)
+        x = self.layer4(x)  # (B, C4, H/16, W/16): dilated, no subsampling
+        return {
+            "part": self.part(x),  # (B, K, h, w)
+            "locref": self.locref(x) if self.locref is not None else None,  # (B, 2K, h, w)
+            "intermediate": intermediate,  # (B, K, h, w)
+            "pairwise": self.pairwise(x) if self.pairwise is not None else None,  # (B, 2K(K-1), h, w)
+        }
+
+
+def output_size(size: int) -> int:
+    """Side length of the head outputs for an input side length: 2 * ceil(size / 16)."""
+    return 2 * (-(-size // 16))
+
+
+def build_model(cfg) -> PoseNet:
+    """The network a Config describes (heads from num_joints, location_refinement, pairwise_predict, ...)."""
+    if cfg.num_joints <= 0:
+        raise UserError(f"num_joints is {cfg.num_joints}: the network needs the number of joints. Set num_joints in "
+                        f"the config or let the dataset manifest fill it (config.with_joints) before building.")
+    return PoseNet(cfg.net_type, cfg.num_joints, location_refinement=cfg.location_refinement,
+                   intermediate_supervision=cfg.intermediate_supervision,
+                   intermediate_supervision_layer=cfg.intermediate_supervision_layer,
+                   pairwise_predict=cfg.pairwise_predict, freeze_bn=cfg.freeze_bn,
+                   mean_pixel=tuple(cfg.mean_pixel))
+
+
+def load_imagenet(model: PoseNet, path: str | Path) -> dict[str, list[str]]:
+    """Load a torchvision ImageNet ResNet state_dict into the backbone.
+
+    Returns {"missing": backbone keys the file lacks, "unexpected": file keys the backbone lacks}; the classifier
+    (fc.*) is expected to be unused and not listed, nor are the BN `num_batches_tracked` counters (older torchvision
+    files lack them; they play no role with a fixed momentum). The heads are new and never listed. Raises UserError for
+    a missing or unreadable file, a file that is not a ResNet state_dict, or a tensor of the wrong shape (another
+    net_type's weights).
+    """
+    path = Path(path)
+    fix = "Run `fastpose weights download resnet50` (or resnet101 / resnet152) and point init_weights at its file."
+    if not path.is_file():
+        raise UserError(f"init_weights: {path} does not exist. {fix}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a truncated or foreign file
+        raise UserError(f"init_weights: {path} could not be read as a PyTorch checkpoint ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}). The file may be truncated; download it again. "
+                        f"{fix}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"init_weights: {path} is not a state_dict of tensors (a torchvision ResNet .pth). "
+                        f"To continue a fastpose run use `fastpose train --resume`, not init_weights. {fix}")
+    own = {k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] not in HEAD_NAMES}
+    unexpected = sorted(k for k in state if k not in own and not k.startswith("fc."))
+    missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
+    usable = {k: v for k, v in state.items() if k in own}
+    if not usable:
+        raise UserError(f"init_weights: {path} has no key of a torchvision ResNet (first keys: "
+                        f"{', '.join(list(state)[:3])}). {fix}")
+    for key, value in usable.items():
+        if value.shape != own[key].shape:
+            raise UserError(f"init_weights: {path}: '{key}' has shape {tuple(value.shape)} but {model.net_type} "
+                            f"needs {tuple(own[key].shape)}; the file holds another ResNet depth. Set net_type to "
+                            f"match the file, or download the weights for {model.net_type}.")
+    model.load_state_dict(usable, strict=False)
+    return {"missing": missing, "unexpected": unexpected}
