@@ -1,0 +1,149 @@
+"""Training snapshots: save (atomic, keep the newest N), find the latest, load, restore RNG states and the config.
+
+A snapshot `<prefix>-<iteration>.pt` holds everything `fastpose train --resume` needs to continue as if it had never
+stopped: model and optimizer state, the iteration, the RNG states (python, numpy, torch CPU and CUDA), the data
+pipeline's position, the resolved config and the fastpose version. It is written to a temporary name in the same
+folder and renamed into place, so a crash mid-save never leaves a truncated file that looks like a snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fastpose import __version__
+from fastpose.errors import UserError
+
+# Wrappers that prefix parameter names: DistributedDataParallel ('module.') and torch.compile ('_orig_mod.').
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def unwrapped_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state_dict with DDP / torch.compile prefixes removed, so it loads into a bare PoseNet."""
+    state = {}
+    for key, value in model.state_dict().items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key = key[len(prefix):]
+                    changed = True
+        state[key] = value
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator training draws from (data order, augmentation, dropout-free init is already done)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    """Put back the generators saved by `rng_state` (CUDA only when this machine has the same number of devices)."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def snapshot_path(out_dir: str | Path, iteration: int, prefix: str = "snapshot") -> Path:
+    return Path(out_dir) / f"{prefix}-{iteration}.pt"
+
+
+def list_snapshots(out_dir: str | Path, prefix: str = "snapshot") -> list[tuple[int, Path]]:
+    """(iteration, path) of every `<prefix>-<iteration>.pt` in out_dir, by increasing iteration (not name order)."""
+    pattern = re.compile(re.escape(prefix) + r"-(\d+)\.pt")
+    found = []
+    folder = Path(out_dir)
+    if not folder.is_dir():
+        return []
+    for path in folder.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match and path.is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_snapshot(out_dir: str | Path, prefix: str = "snapshot") -> Path | None:
+    """The snapshot with the highest iteration, or None when there is none."""
+    found = list_snapshots(out_dir, prefix)
+    return found[-1][1] if found else None
+
+
+def save_snapshot(out_dir: str | Path, iteration: int, *, model: torch.nn.Module, optimizer, cfg,
+                  data_position: dict, extra: dict | None = None, prefix: str = "snapshot",
+                  max_to_keep: int = 5) -> Path:
+    """Write `<prefix>-<iteration>.pt` atomically; keep it and the newest `max_to_keep - 1` other snapshots."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = snapshot_path(out_dir, iteration, prefix)
+    payload = {
+        "iteration": int(iteration),
+        "model": unwrapped_state_dict(model),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "rng": rng_state(),
+        "data_position": dict(data_position),
+        "config": cfg.to_dict(),
+        "fastpose_version": __version__,
+        "extra": dict(extra or {}),
+    }
+    # A temp name that list_snapshots never matches; same folder, so os.replace is an atomic rename.
+    tmp = out_dir / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if max_to_keep > 0:
+        # The snapshot just written always stays (even if a stale run left higher iterations), plus the newest
+        # max_to_keep - 1 others.
+        others = [p for _, p in list_snapshots(out_dir, prefix) if p != path]
+        for old in others[: len(others) - (max_to_keep - 1)]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load_snapshot(path: str | Path, map_location="cpu") -> dict:
+    """Read a snapshot written by save_snapshot; UserError when it is missing, truncated or not a fastpose snapshot."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Snapshot {path} does not exist. Pass a {path.parent}/snapshot-<iteration>.pt file, or the "
+                        f"run's out_dir to resume from its latest snapshot.")
+    try:
+        # weights_only=False: the RNG states are numpy/python objects; snapshots are files this program wrote.
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # torch raises many types for a truncated or foreign file
+        raise UserError(f"Snapshot {path} could not be read ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}); it is corrupt or truncated. Delete it and "
+                        f"resume from an earlier snapshot in {path.parent}.") from None
+    required = ("iteration", "model", "optimizer", "rng", "data_position", "config")
+    if not isinstance(ckpt, dict) or any(key not in ckpt for key in required):
+        raise UserError(f"{path} is not a fastpose training snapshot (it lacks "
+                        f"{', '.join(k for k in required if not isinstance(ckpt, dict) or k not in ckpt)}). "
+                        f"An ImageNet .pth belongs in init_weights, not --resume.")
+    return ckpt
+
+
+def config_from_snapshot(ckpt: dict):
+    """The Config the snapshot was trained with (checked again, as if loaded from a file)."""
+    from fastpose.config import FIELDS, load
+
+    values = ckpt["config"]
+    unknown = [k for k in values if k not in FIELDS]
+    if unknown:
+        raise UserError(f"The snapshot's config has keys this fastpose {__version__} does not know: "
+                        f"{', '.join(unknown)} (written by fastpose {ckpt.get('fastpose_version', '?')}). Use that "
+                        f"version, or pass a config file instead of the snapshot's.")
+    return load(None, **values)
