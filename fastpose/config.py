@@ -301,10 +301,12 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None, **v
     explicit.update(values)
 
     kwargs = {k: _check_type(k, v, HINTS[k], where if k in raw else "--set") for k, v in explicit.items()}
-    for key in PATH_KEYS:
-        if key in kwargs and kwargs[key] and not Path(kwargs[key]).is_absolute() and path is not None:
-            kwargs[key] = str(base / kwargs[key])
     cfg = Config(**kwargs)
+    if path is not None:  # defaults too, so that a saved resolved config loads back identical
+        for key in PATH_KEYS:
+            value = getattr(cfg, key)
+            if value and not Path(value).is_absolute():
+                setattr(cfg, key, str(base / value))
     _apply_dataset_type(cfg, set(explicit), where)
     validate(cfg, where)
     return cfg

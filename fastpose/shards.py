@@ -143,8 +143,7 @@ class ShardWriter:
         self.source = source or {}
         self.skipped: list[dict] = []
         self.tmp = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{os.getpid()}")
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
+        _remove_stale_temps(self.out_dir)
         self.tmp.mkdir(parents=True)
         self._pending: dict[str, list[Sample]] = {}
         self._shards: dict[str, list[dict]] = {}
@@ -211,6 +210,15 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None and not self._closed:
             self.abort()
+
+
+def _remove_stale_temps(out_dir: Path) -> None:
+    """Delete temp folders left by converts that were killed (their process no longer exists)."""
+    for tmp in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        alive = pid.isdigit() and int(pid) != os.getpid() and Path(f"/proc/{pid}").exists()
+        if not alive:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_manifest(root: str | Path) -> dict:

@@ -1,0 +1,196 @@
+"""`fastpose convert mat`: the seed's `dataset.mat` format into shards.
+
+The file holds a struct array `dataset` with fields
+    image   path of the image (absolute, or relative to the .mat's folder)
+    size    [C, H, W]
+    joints  a cell; each cell is one person's N x 3 `[joint_id, x, y]` (0-based ids; absent joints are left out)
+    crop    optional, ignored (the reference used it only for its own bookkeeping)
+Every person of an entry is kept (the reference used only the first cell). Coordinates are taken as they are: the
+reference used them directly as pixel positions with pixel centres at integer coordinates, which is the project's
+convention (fastpose/pipeline.py).
+
+Both MATLAB v5 files (scipy.io) and v7.3 files (HDF5, read with h5py) are read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.io
+
+from fastpose.convert.common import Entry
+from fastpose.errors import UserError
+
+FIELDS = ("image", "size", "joints")
+
+
+def _v73_value(f: h5py.File, obj):
+    """A MATLAB v7.3 value as numpy / str / list (cells). MATLAB stores arrays column-major, hence the transposes."""
+    if isinstance(obj, h5py.Reference):
+        obj = f[obj]
+    cls = obj.attrs.get("MATLAB_class", b"")
+    cls = cls.decode() if isinstance(cls, bytes) else str(cls)
+    if obj.attrs.get("MATLAB_empty", 0):
+        return np.zeros((0, 0))
+    data = obj[()]
+    if cls == "char":
+        return "".join(chr(c) for c in np.asarray(data).T.ravel())
+    if cls == "cell" or data.dtype == h5py.ref_dtype:
+        return [_v73_value(f, r) for r in np.asarray(data).T.ravel()]
+    return np.asarray(data).T
+
+
+def _read_v73(path: Path) -> list[dict]:
+    with h5py.File(path, "r") as f:
+        if "dataset" not in f:
+            names = [k for k in f if not k.startswith("#")]
+            raise UserError(f"{path}: no variable 'dataset' (found: {', '.join(names) or 'none'}). The seed format is "
+                            f"a struct array named 'dataset' with fields image, size, joints.")
+        group = f["dataset"]
+        if not isinstance(group, h5py.Group):
+            raise UserError(f"{path}: 'dataset' is not a struct array. Save it as a struct with fields "
+                            f"image, size, joints.")
+        _require_fields(path, list(group.keys()))
+        refs = {name: np.asarray(group[name][()]).T.ravel() for name in FIELDS}
+        n = len(refs["image"])
+        return [{name: _v73_value(f, refs[name][i]) for name in FIELDS} for i in range(n)]
+
+
+def _require_fields(path: Path, present: list[str]) -> None:
+    missing = [name for name in FIELDS if name not in present]
+    if missing:
+        raise UserError(f"{path}: the struct 'dataset' lacks the field(s) {', '.join(missing)} (it has: "
+                        f"{', '.join(present)}). Every entry needs image (path), size ([C, H, W]) and joints (a cell "
+                        f"of N x 3 [joint_id, x, y] per person).")
+
+
+def _read_v5(path: Path) -> list[dict]:
+    try:
+        mat = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=True)
+    except Exception as e:  # scipy raises several types for a damaged file
+        raise UserError(f"{path} is not a readable MATLAB file ({type(e).__name__}: {e}). Re-save it from MATLAB "
+                        f"(save -v7 or -v7.3) or with scipy.io.savemat.") from None
+    if "dataset" not in mat:
+        names = [k for k in mat if not k.startswith("__")]
+        raise UserError(f"{path}: no variable 'dataset' (found: {', '.join(names) or 'none'}). The seed format is a "
+                        f"struct array named 'dataset' with fields image, size, joints.")
+    data = mat["dataset"]
+    if data.dtype.names is None:
+        raise UserError(f"{path}: 'dataset' is not a struct array. Save it as a struct with fields image, size, "
+                        f"joints.")
+    _require_fields(path, list(data.dtype.names))
+    out = []
+    for e in data.ravel():
+        image = e["image"]
+        image = str(image.ravel()[0]) if image.size else ""
+        cells = e["joints"]
+        persons = [np.asarray(c) for c in cells.ravel()] if cells.dtype == object else [np.asarray(cells)]
+        out.append({"image": image, "size": np.asarray(e["size"]).ravel(), "joints": persons})
+    return out
+
+
+def read_entries(path: str | Path) -> list[dict]:
+    """The raw entries of a seed .mat: dicts with image (str), size (array), joints (list of N x 3 arrays)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist. Pass the path of your dataset.mat.")
+    raw = _read_v73(path) if h5py.is_hdf5(path) else _read_v5(path)
+    for e in raw:
+        if isinstance(e["joints"], np.ndarray):  # v7.3 numeric instead of a cell: one person
+            e["joints"] = [e["joints"]]
+        e["joints"] = [np.asarray(p, dtype=np.float64).reshape(-1, 3) if np.asarray(p).size else np.zeros((0, 3))
+                       for p in e["joints"]]
+    return raw
+
+
+def max_joint_id(raw: list[dict]) -> int:
+    ids = [int(p[:, 0].max()) for e in raw for p in e["joints"] if len(p)]
+    return max(ids) if ids else -1
+
+
+def to_entries(raw: list[dict], mat_path: Path, num_joints: int, images_root: Path | None = None) -> list[Entry]:
+    """Seed entries -> checked-later `Entry` objects; parse-time problems are attached to the entry."""
+    root = images_root or mat_path.resolve().parent
+    entries = []
+    for i, e in enumerate(raw):
+        problems = []
+        image = Path(e["image"]) if e["image"] else None
+        if image is not None and not image.is_absolute():
+            image = root / image
+        elif image is not None and images_root is not None and not image.is_file():
+            image = images_root / image.name  # placeholder absolute paths: look for the file name under --images-root
+        size = np.asarray(e["size"]).ravel()
+        if image is None or size.size != 3:
+            problems.append(("malformed entry", f"entry {i}: image path empty or size not [C, H, W] ({size.tolist()})"))
+        persons = np.zeros((len(e["joints"]), num_joints, 3), np.float32)
+        for p, rows in enumerate(e["joints"]):
+            for jid, x, y in rows:
+                if not (jid == int(jid) and 0 <= jid < num_joints):
+                    problems.append(("joint id out of range",
+                                     f"entry {i} person {p} has joint id {jid:g}, num_joints is {num_joints}"))
+                    continue
+                if not (np.isfinite(x) and np.isfinite(y)):
+                    problems.append(("non-finite coordinates", f"entry {i} person {p} joint {int(jid)}: ({x}, {y})"))
+                    continue
+                persons[p, int(jid)] = (x, y, 2.0)
+        entries.append(Entry(index=i, image_path=image, joints=persons,
+                             declared_size=tuple(int(v) for v in size) if size.size == 3 else None,
+                             problems=problems[:1]))
+    return entries
+
+
+def convert(mat_path: str | Path, out: str | Path, *, num_joints: int | None = None, joint_names=None,
+            all_joints=None, skeleton=None, images_root: str | Path | None = None, split: str | None = None,
+            seed: int = 0, workers: int | None = None, skip_bad: bool = False, overwrite: bool = False,
+            samples_per_shard: int = 512, reencode_jpeg: int | None = None, quiet: bool = False) -> dict:
+    """Convert a seed .mat into a shards folder. Returns {"samples": {split: n}, "num_joints": K, "note": str}."""
+    from fastpose.convert.common import Reencode, assign_splits, convert_entries, load_image_entry, parse_split
+    from fastpose.shards import ShardWriter
+
+    mat_path = Path(mat_path)
+    raw = read_entries(mat_path)
+    note = ""
+    if not num_joints:
+        num_joints = max_joint_id(raw) + 1
+        note = (f"num_joints not given: using max joint id + 1 = {num_joints}. Pass --num-joints or --config to "
+                f"set it (and the joint names).")
+        if num_joints <= 0:
+            raise UserError(f"{mat_path}: no joints in any entry, and no --num-joints given.")
+    entries = to_entries(raw, mat_path, num_joints, Path(images_root) if images_root else None)
+    splits = assign_splits(len(entries), parse_split(split), seed)
+    load = Reencode(load_image_entry, reencode_jpeg) if reencode_jpeg else load_image_entry
+    source = {"kind": "mat", "path": str(mat_path.resolve()), "stamp": file_stamp(mat_path), "split": split or "",
+              "seed": seed}
+    writer = ShardWriter(out, num_joints, joint_names, all_joints, skeleton, samples_per_shard, source, overwrite)
+    written = convert_entries(entries, writer, source=str(mat_path), splits=splits, load=load, workers=workers,
+                              skip_bad=skip_bad, quiet=quiet)
+    return {"samples": written, "num_joints": num_joints, "note": note}
+
+
+def file_stamp(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def cached_shards(mat_path: str | Path, cfg, quiet: bool = False) -> Path:
+    """A config's `dataset: x.mat` -> shards converted on first use into `x.mat.shards/` beside it.
+
+    The cache is reused while the .mat is unchanged (same size and modification time) and rebuilt otherwise. All
+    entries go to the `train` split (as the seed trained on the whole file); convert explicitly with --split for a
+    held-out set.
+    """
+    import json
+
+    mat_path = Path(mat_path)
+    cache = mat_path.with_name(mat_path.name + ".shards")
+    manifest = cache / "manifest.json"
+    if manifest.is_file() and mat_path.is_file():
+        source = json.loads(manifest.read_text()).get("source", {})
+        if source.get("stamp") == file_stamp(mat_path):
+            return cache
+    convert(mat_path, cache, num_joints=cfg.num_joints or None, joint_names=cfg.joint_names or None,
+            all_joints=cfg.all_joints or None, skeleton=cfg.skeleton or None, split=None, seed=cfg.seed,
+            overwrite=True, quiet=quiet)
+    return cache
