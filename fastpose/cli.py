@@ -83,6 +83,91 @@ def info(dataset: Path, verify: Annotated[bool, typer.Option("--verify", help="C
         out.print("[green]checksums OK[/green]")
 
 
+def _joint_set(config: Path | None, set_: list[str] | None) -> dict:
+    if config is None:
+        return {}
+    from fastpose.config import load
+
+    cfg = load(config, set_)
+    return {"num_joints": cfg.num_joints or None, "joint_names": cfg.joint_names or None,
+            "all_joints": cfg.all_joints or None, "skeleton": cfg.skeleton or None}
+
+
+def _report_convert(result: dict, out_dir: Path, seconds: float) -> None:
+    if result.get("note"):
+        out.print(f"[yellow]{result['note']}[/yellow]")
+    total = sum(result["samples"].values())
+    out.print(f"wrote {total} samples to {out_dir} (" + ", ".join(f"{k}: {v}" for k, v in result["samples"].items())
+              + f") in {seconds:.1f} s, {total / max(seconds, 1e-9):.1f} images/s")
+
+
+@convert_app.command("mat")
+def convert_mat(dataset: Path, out_dir: Annotated[Path, typer.Option("--out", help="Output shards folder.")],
+                config: Annotated[Path | None, typer.Option(help="Config giving num_joints and joint names.")] = None,
+                num_joints: Annotated[int | None, typer.Option(help="Number of joints (default: from --config, "
+                                                               "else max id + 1).")] = None,
+                images_root: Annotated[Path | None, typer.Option(help="Folder to resolve image paths against "
+                                                                 "(default: the .mat's folder).")] = None,
+                split: SplitOpt = None, seed: SeedOpt = 0, workers: WorkersOpt = None, skip_bad: SkipOpt = False,
+                overwrite: OverwriteOpt = False, samples_per_shard: ShardOpt = 512, reencode_jpeg: ReencodeOpt = None,
+                set_: SetOpt = None) -> None:
+    """Convert the seed's dataset.mat (struct array `dataset`: image, size, joints) into shards.
+
+    Example: fastpose convert mat data/dataset.mat --out data/shards --config pose_cfg.yaml --split train=0.9,test=0.1
+    """
+    import time
+
+    from fastpose.convert import mat
+
+    joint_set = _joint_set(config, set_)
+    if num_joints:
+        joint_set["num_joints"] = num_joints
+    t0 = time.perf_counter()
+    result = mat.convert(dataset, out_dir, images_root=images_root, split=split, seed=seed, workers=workers,
+                         skip_bad=skip_bad, overwrite=overwrite, samples_per_shard=samples_per_shard,
+                         reencode_jpeg=reencode_jpeg, **joint_set)
+    _report_convert(result, out_dir, time.perf_counter() - t0)
+
+
+@convert_app.command("dlc")
+def convert_dlc(project: Path, out_dir: Annotated[Path, typer.Option("--out", help="Output shards folder.")],
+                split: SplitOpt = None, seed: SeedOpt = 0, workers: WorkersOpt = None, skip_bad: SkipOpt = False,
+                overwrite: OverwriteOpt = False, samples_per_shard: ShardOpt = 512,
+                reencode_jpeg: ReencodeOpt = None) -> None:
+    """Convert a DeepLabCut project's labelled frames (labeled-data/*/CollectedData_*.csv) into shards.
+
+    Example: fastpose convert dlc Reaching-Mackenzie-2018-08-30 --out data/reaching --split train=0.95,test=0.05
+    """
+    import time
+
+    from fastpose.convert import dlc
+
+    t0 = time.perf_counter()
+    result = dlc.convert(project, out_dir, split=split, seed=seed, workers=workers, skip_bad=skip_bad,
+                         overwrite=overwrite, samples_per_shard=samples_per_shard, reencode_jpeg=reencode_jpeg)
+    _report_convert(result, out_dir, time.perf_counter() - t0)
+
+
+@app.command()
+def synth(out_dir: Annotated[Path, typer.Option("--out", help="Output folder (dataset.mat + images/).")],
+          n: Annotated[int, typer.Option(help="Number of images.")] = 500, seed: SeedOpt = 0) -> None:
+    """Draw a learnable synthetic dataset (stick figures, 11 named joints) in the seed's dataset.mat format.
+
+    Example: fastpose synth --out data/synth --n 500 --seed 0 && fastpose convert mat data/synth/dataset.mat \
+    --out data/synth-shards --config configs/demo.yaml --split train=0.9,test=0.1
+    """
+    import time
+
+    from fastpose.convert import synth as synth_mod
+
+    if n <= 0:
+        raise UserError(f"--n {n}: the number of images must be positive.")
+    t0 = time.perf_counter()
+    path = synth_mod.make_dataset(out_dir, n=n, seed=seed)
+    out.print(f"wrote {n} images and {path} in {time.perf_counter() - t0:.1f} s "
+              f"(joints: {', '.join(synth_mod.JOINT_NAMES)})")
+
+
 def main() -> None:
     try:
         app()
