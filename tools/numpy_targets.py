@@ -1,11 +1,12 @@
 """Score-map and locref targets the way the reference computed them: a numpy loop per sample, person and joint.
 
 This is the baseline for `tools/bench_targets.py` and the independent oracle of `tests/test_targets.py`; it shares
-no code with `fastpose.kernels.targets`. Each joint visits only the cells within reach of its threshold (a window
-one cell wider than needed on every side, clipped to the grid) and marks those with dx^2 + dy^2 <= t^2. The
-arithmetic is float32 with the same operations as the kernels (dx = x - centre, d2 = dy*dy + dx*dx, t2 = t*t), so
-cells exactly on the threshold agree bit for bit. A nearer person overwrites the locref of a cell; a tie keeps the
-earlier person (the reference's strict `>` comparison of normalised distances).
+no code with `fastpose.kernels.targets`. Like the reference, it visits cell by cell in Python, but only the cells
+within reach of the threshold (a window one cell wider than needed on every side, clipped to the grid), and marks
+those with dx^2 + dy^2 <= t^2. A nearer person overwrites the locref of a cell; a tie keeps the earlier person (the
+reference's strict `>` comparison of normalised distances). The arithmetic is Python float (float64), as in the
+reference; the kernels use float32, so the two can disagree only for a cell within float32 rounding of the
+threshold (or of a tie between two persons), and locref differs in the last float32 bit at most.
 """
 
 from __future__ import annotations
@@ -24,42 +25,36 @@ def numpy_targets(joints, grid, stride=8, dist_thresh=17.0, locref_stdev=7.2801,
     b, p, k, _ = joints.shape
     h, w = int(grid[0]), int(grid[1])
     thresh = np.broadcast_to(np.asarray(dist_thresh, dtype=np.float32), (b,))
-    f32 = np.float32
-    half = f32(stride) / f32(2)
-    cols = np.arange(w, dtype=np.float32) * f32(stride) + half  # (W,) cell centres x
-    rows = np.arange(h, dtype=np.float32) * f32(stride) + half  # (H,) cell centres y
-    stdev = f32(locref_stdev)
+    half = stride / 2.0
 
     scmap = np.zeros((b, k, h, w), np.float32)
     locref = np.zeros((b, k, 2, h, w), np.float32)
+    best = np.full((k, h, w), np.inf)  # squared distance of the person holding each cell (one sample)
     for s in range(b):
-        t = thresh[s]
+        t = float(thresh[s])
         t2 = t * t
-        best = np.full((k, h, w), np.inf, np.float32)  # squared distance of the person holding each cell
+        best.fill(np.inf)
         for person in range(p):
             for j in range(k):
-                x, y, v = joints[s, person, j]
+                x, y, v = (float(c) for c in joints[s, person, j])
                 if not (v > 0 and math.isfinite(x) and math.isfinite(y)):
                     continue
                 # Window of candidate cells, one spare cell on each side; the exact test below decides.
-                lo_i = max(int(math.floor((float(x) - float(t) - float(half)) / stride)) - 1, 0)
-                hi_i = min(int(math.ceil((float(x) + float(t) - float(half)) / stride)) + 1, w - 1)
-                lo_j = max(int(math.floor((float(y) - float(t) - float(half)) / stride)) - 1, 0)
-                hi_j = min(int(math.ceil((float(y) + float(t) - float(half)) / stride)) + 1, h - 1)
-                if lo_i > hi_i or lo_j > hi_j:
-                    continue
-                dx = x - cols[lo_i : hi_i + 1]  # (wi,)
-                dy = y - rows[lo_j : hi_j + 1]  # (wj,)
-                d2 = dy[:, None] * dy[:, None] + dx[None, :] * dx[None, :]  # (wj, wi)
-                covered = d2 <= t2
-                win = best[j, lo_j : hi_j + 1, lo_i : hi_i + 1]  # a view: updated in place
-                nearer = covered & (d2 < win)
-                win[nearer] = d2[nearer]
-                scmap[s, j, lo_j : hi_j + 1, lo_i : hi_i + 1][covered] = 1.0
-                lx = locref[s, j, 0, lo_j : hi_j + 1, lo_i : hi_i + 1]
-                ly = locref[s, j, 1, lo_j : hi_j + 1, lo_i : hi_i + 1]
-                lx[nearer] = np.broadcast_to(dx[None, :] / stdev, d2.shape)[nearer]
-                ly[nearer] = np.broadcast_to(dy[:, None] / stdev, d2.shape)[nearer]
+                lo_i = max(math.floor((x - t - half) / stride) - 1, 0)
+                hi_i = min(math.ceil((x + t - half) / stride) + 1, w - 1)
+                lo_j = max(math.floor((y - t - half) / stride) - 1, 0)
+                hi_j = min(math.ceil((y + t - half) / stride) + 1, h - 1)
+                for r in range(lo_j, hi_j + 1):
+                    dy = y - (r * stride + half)
+                    for c in range(lo_i, hi_i + 1):
+                        dx = x - (c * stride + half)
+                        d2 = dx * dx + dy * dy
+                        if d2 <= t2:
+                            scmap[s, j, r, c] = 1.0
+                            if d2 < best[j, r, c]:  # strict: a tie keeps the earlier person
+                                best[j, r, c] = d2
+                                locref[s, j, 0, r, c] = dx / locref_stdev
+                                locref[s, j, 1, r, c] = dy / locref_stdev
 
     weights = np.ones((b, k, h, w), np.float32)
     if present_only:

@@ -1,0 +1,217 @@
+"""Score-map / locref targets: hand-computed grids, the Triton kernel against the torch twin, the numpy oracle, and
+the round trip back to the joints."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from fastpose.kernels.targets import Targets, make_targets, make_targets_torch, make_targets_triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from numpy_targets import numpy_targets  # noqa: E402
+
+STDEV = 7.2801
+NAN = float("nan")
+
+
+def _numpy_impl(joints, grid, stride, dist_thresh, locref_stdev, ignore=None, present_only=False) -> Targets:
+    """The numpy oracle behind the same signature as the kernels."""
+    if isinstance(dist_thresh, torch.Tensor):
+        dist_thresh = dist_thresh.numpy()
+    ignore = None if ignore is None else ignore.numpy()
+    out = numpy_targets(joints.numpy(), grid, stride, dist_thresh, locref_stdev, ignore, present_only)
+    return Targets(*(torch.from_numpy(a) for a in out))
+
+
+IMPLS = {"torch": make_targets_torch, "triton": make_targets_triton, "numpy": _numpy_impl}
+
+
+def _grid(rows: list[list[float]]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_golden_3x3_two_persons_compete_threshold_absent_and_outside(impl):
+    # Cell centres 4, 12, 20 on both axes; t = 6 (t^2 = 36).
+    joints = torch.tensor(
+        [
+            [
+                [[10.0, 12.0, 1.0], [12.0, 12.0, 0.0]],  # person 0: joint 0 present, joint 1 absent (would cover)
+                [[15.0, 13.0, 1.0], [-1.0, 20.0, 1.0]],  # person 1: joint 1 left of the grid
+            ]
+        ]
+    )  # (1, 2, 2, 3)
+    out = IMPLS[impl](joints, (3, 3), 8, 6.0, STDEV)
+    # Joint 0: person 0 covers (1,0) at d^2 = 36 exactly and (1,1) at 4; person 1 covers (1,1) at 10 and (1,2) at 26.
+    # Joint 1: only (2,0) at d^2 = 25.
+    s0 = _grid([[0, 0, 0], [1, 1, 1], [0, 0, 0]])
+    s1 = _grid([[0, 0, 0], [0, 0, 0], [1, 0, 0]])
+    assert torch.equal(out.scmap, torch.stack([s0, s1])[None])
+    assert torch.equal(out.scmap_weights, torch.ones(1, 2, 3, 3))
+    assert torch.equal(out.locref_mask, torch.stack([s0, s0, s1, s1])[None])
+    lx0 = _grid([[0, 0, 0], [6, -2, -5], [0, 0, 0]])  # (1,1) goes to the nearer person 0
+    ly0 = _grid([[0, 0, 0], [0, 0, 1], [0, 0, 0]])
+    lx1 = _grid([[0, 0, 0], [0, 0, 0], [-5, 0, 0]])
+    ly1 = torch.zeros(3, 3)
+    expected = torch.stack([lx0, ly0, lx1, ly1])[None] / STDEV
+    torch.testing.assert_close(out.locref, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_golden_5x5_tie_per_sample_threshold_ignore_and_present_only(impl):
+    # Cell centres 4, 12, 20, 28, 36. Sample 0: t = 8; sample 1: t = 10.
+    joints = torch.tensor(
+        [
+            [  # sample 0
+                [[16.0, 20.0, 1.0], [0.0, 0.0, 0.0]],  # person 0
+                [[24.0, 20.0, 1.0], [4.0, 4.0, 1.0]],  # person 1: joint 0 ties with person 0 at cell (2,2)
+            ],
+            [  # sample 1: joint 1 absent in every person
+                [[20.0, 20.0, 0.0], [20.0, 20.0, 0.0]],
+                [[37.0, 34.0, 1.0], [NAN, NAN, 0.0]],
+            ],
+        ]
+    )  # (2, 2, 2, 3)
+    ignore = torch.zeros(2, 1, 5, 5)
+    ignore[0, 0, 0, 0] = 1.0
+    ignore[1, 0, 4, 4] = 1.0
+    out = IMPLS[impl](joints, (5, 5), 8, torch.tensor([8.0, 10.0]), STDEV, ignore=ignore, present_only=True)
+
+    scmap = torch.zeros(2, 2, 5, 5)
+    scmap[0, 0, 2, 1:4] = 1.0  # both persons at d^2 = 16 of (2,2); (2,1) and (2,3) one each; rows 1, 3 at 80 > 64
+    scmap[0, 1, 0, 0] = scmap[0, 1, 0, 1] = scmap[0, 1, 1, 0] = 1.0  # (0,1) and (1,0) at d^2 = 64 = t^2
+    scmap[1, 0, 4, 4] = scmap[1, 0, 3, 4] = scmap[1, 0, 4, 3] = 1.0  # d^2 = 5, 37, 85 <= 100; (3,3) at 117
+    assert torch.equal(out.scmap, scmap)
+    assert torch.equal(out.locref_mask, scmap.repeat_interleave(2, dim=1))
+
+    locref = torch.zeros(2, 2, 2, 5, 5)  # (B, K, xy, H, W)
+    locref[0, 0, 0, 2, 1] = 4.0
+    locref[0, 0, 0, 2, 2] = -4.0  # the tie at (2,2) goes to person 0 (dx = 16 - 20), not person 1 (+4)
+    locref[0, 0, 0, 2, 3] = -4.0
+    locref[0, 1, 0, 0, 1] = -8.0  # (0,0) is covered at distance 0: locref 0 there, mask 1
+    locref[0, 1, 1, 1, 0] = -8.0
+    locref[1, 0, :, 4, 4] = torch.tensor([1.0, -2.0])
+    locref[1, 0, :, 3, 4] = torch.tensor([1.0, 6.0])
+    locref[1, 0, :, 4, 3] = torch.tensor([9.0, -2.0])
+    torch.testing.assert_close(out.locref, locref.reshape(2, 4, 5, 5) / STDEV, rtol=1e-6, atol=1e-7)
+
+    weights = torch.ones(2, 2, 5, 5)
+    weights[0, :, 0, 0] = 0.0  # ignored cell
+    weights[1, :, 4, 4] = 0.0
+    weights[1, 1] = 0.0  # joint 1 absent in all persons of sample 1
+    assert torch.equal(out.scmap_weights, weights)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the interpreter's inf - inf
+@pytest.mark.parametrize("impl", IMPLS)
+def test_far_away_nan_and_inf_joints_cover_nothing(impl):
+    joints = torch.tensor([[[[1e6, -1e6, 1.0], [NAN, 4.0, 1.0], [float("inf"), 4.0, 1.0], [-9.0, 4.0, 1.0]]]])
+    out = IMPLS[impl](joints, (3, 5), 8, 8.0, STDEV)
+    assert out.scmap.sum() == 0 and out.locref.abs().sum() == 0 and out.locref_mask.sum() == 0
+    assert torch.equal(out.scmap_weights, torch.ones(1, 4, 3, 5))
+
+
+def _random_joints(gen, b, p, k, h, w, stride=8, margin=24.0, absent=0.25):
+    """Joints spread over the grid and a margin around it, about a quarter absent."""
+    span = torch.tensor([w * stride + 2 * margin, h * stride + 2 * margin])
+    xy = torch.rand(b, p, k, 2, generator=gen) * span - margin
+    present = (torch.rand(b, p, k, 1, generator=gen) > absent).float()
+    return torch.cat([xy, present], dim=-1)
+
+
+@pytest.mark.parametrize(
+    "b, p, k, h, w",
+    [(1, 1, 14, 5, 5), (5, 3, 17, 7, 9), (5, 6, 14, 13, 11), (16, 1, 14, 46, 46), (4, 6, 17, 64, 64)],
+)
+def test_torch_twin_matches_the_numpy_loop(gen, b, p, k, h, w):
+    joints = _random_joints(gen, b, p, k, h, w)
+    thresh = 17 * (0.85 + 0.3 * torch.rand(b, generator=gen))  # pos_dist_thresh 17 times a jittered scale
+    ignore = (torch.rand(b, 1, h, w, generator=gen) > 0.9).float()
+    got = make_targets_torch(joints, (h, w), 8, thresh, STDEV, ignore=ignore, present_only=True)
+    ref = _numpy_impl(joints, (h, w), 8, thresh, STDEV, ignore=ignore, present_only=True)
+    assert got.scmap.sum() > 0 and got.scmap_weights.min() == 0  # the case is not trivial
+    assert torch.equal(got.scmap, ref.scmap)
+    assert torch.equal(got.scmap_weights, ref.scmap_weights)
+    assert torch.equal(got.locref_mask, ref.locref_mask)
+    # The oracle computes in float64, the twin in float32: locref agrees to the last float32 bit.
+    torch.testing.assert_close(got.locref, ref.locref, rtol=0, atol=5e-7)
+
+
+@pytest.mark.parametrize(
+    "b, p, k, h, w, present_only, with_ignore",
+    [(1, 2, 14, 5, 5, False, False), (5, 4, 17, 3, 3, True, True), (2, 3, 3, 9, 7, True, False)],
+)
+def test_triton_matches_torch_twin_on_cpu(gen, b, p, k, h, w, present_only, with_ignore):
+    joints = _random_joints(gen, b, p, k, h, w)
+    thresh = 6 + 10 * torch.rand(b, generator=gen)
+    ignore = (torch.rand(b, 1, h, w, generator=gen) > 0.7).float() if with_ignore else None
+    want = make_targets_torch(joints, (h, w), 8, thresh, STDEV, ignore=ignore, present_only=present_only)
+    got = make_targets_triton(joints, (h, w), 8, thresh, STDEV, ignore=ignore, present_only=present_only, block=16)
+    assert want.scmap.sum() > 0
+    for name, a, e in zip(Targets._fields, got, want, strict=True):
+        assert a.shape == e.shape and a.dtype == torch.float32, name
+        assert torch.equal(a, e), name  # the interpreter runs the same float32 operations as the twin
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_triton_on_cuda_matches_torch_twin(gen):
+    b, p, k, h, w = 8, 6, 17, 64, 48
+    joints = _random_joints(gen, b, p, k, h, w)
+    thresh = 17 * (0.85 + 0.3 * torch.rand(b, generator=gen))
+    ignore = (torch.rand(b, 1, h, w, generator=gen) > 0.9).float()
+    want = make_targets_torch(joints, (h, w), 8, thresh, STDEV, ignore=ignore, present_only=True)
+    got = make_targets(joints.cuda(), (h, w), 8, thresh.cuda(), STDEV, ignore=ignore.cuda(), present_only=True)
+    # Contracted multiply-adds on the GPU could flip a cell within float32 rounding of the threshold; random
+    # joints essentially never land there, so the masks must agree exactly.
+    assert torch.equal(got.scmap.cpu(), want.scmap)
+    assert torch.equal(got.scmap_weights.cpu(), want.scmap_weights)
+    assert torch.equal(got.locref_mask.cpu(), want.locref_mask)
+    torch.testing.assert_close(got.locref.cpu(), want.locref, rtol=0, atol=5e-7)
+
+
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+@pytest.mark.parametrize("b, k, h, w", [(1, 14, 5, 7), (5, 17, 9, 5)])
+def test_round_trip_argmax_plus_locref_gives_the_joint_back(gen, impl, b, k, h, w):
+    stride = 8
+    # Joints anywhere inside the grid's cells, one person: every channel has exactly one joint.
+    xy = torch.rand(b, 1, k, 2, generator=gen) * torch.tensor([w * stride - 1.0, h * stride - 1.0])
+    joints = torch.cat([xy, torch.ones(b, 1, k, 1)], dim=-1)
+    thresh = torch.full((b,), stride * 0.75)  # covers at least the joint's own cell (corner at stride / sqrt 2)
+    out = IMPLS[impl](joints, (h, w), stride, thresh, STDEV)
+    cell = out.scmap.reshape(b, k, h * w).argmax(-1)  # (B, K) first positive cell
+    row, col = cell // w, cell % w
+    lx = out.locref[:, 0::2].reshape(b, k, h * w).gather(-1, cell[..., None])[..., 0]  # (B, K)
+    ly = out.locref[:, 1::2].reshape(b, k, h * w).gather(-1, cell[..., None])[..., 0]
+    x = col * stride + stride / 2 + lx * STDEV
+    y = row * stride + stride / 2 + ly * STDEV
+    torch.testing.assert_close(torch.stack([x, y], -1), xy[:, 0], rtol=0, atol=1e-4)
+    assert torch.all(out.scmap.reshape(b, k, -1).amax(-1) == 1)
+
+
+def test_float_threshold_equals_tensor_threshold_and_dispatch_uses_the_twin_on_cpu(gen):
+    joints = _random_joints(gen, 3, 2, 5, 6, 6)
+    a = make_targets(joints, (6, 6), 8, 13.6, STDEV)
+    b = make_targets_torch(joints, (6, 6), 8, torch.full((3,), 13.6), STDEV)
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"joints": torch.zeros(2, 3, 3)}, "joints must have shape"),
+        ({"grid": (0, 4)}, "grid must be"),
+        ({"dist_thresh": torch.ones(3)}, "dist_thresh must be"),
+        ({"dist_thresh": -1.0}, "dist_thresh must be >= 0"),
+        ({"ignore": torch.zeros(2, 4, 4)}, "ignore must have shape"),
+    ],
+)
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+def test_bad_inputs_raise_a_clear_error(impl, kwargs, match):
+    args = {"joints": torch.zeros(2, 1, 3, 3), "grid": (4, 4), "dist_thresh": 8.0, "ignore": None}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        IMPLS[impl](args["joints"], args["grid"], 8, args["dist_thresh"], STDEV, ignore=args["ignore"])
