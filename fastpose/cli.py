@@ -168,6 +168,33 @@ def synth(out_dir: Annotated[Path, typer.Option("--out", help="Output folder (da
               f"(joints: {', '.join(synth_mod.JOINT_NAMES)})")
 
 
+@convert_app.command("mpii")
+def convert_mpii(root: Path, out_dir: Annotated[Path, typer.Option("--out", help="Output shards folder.")],
+                 mat: Annotated[Path | None, typer.Option(help="RELEASE .mat (default: ROOT/"
+                                                          "mpii_human_pose_v1_u12_1.mat).")] = None,
+                 images: Annotated[Path | None, typer.Option(help="Image folder (default: ROOT/images).")] = None,
+                 val_list: Annotated[Path | None, typer.Option(help="Persons held out as split 'test': lines "
+                                                               "'image_index person_index' (1-based as RELEASE), or "
+                                                               "a .mat with RELEASE_img_index/RELEASE_person_index."
+                                                               )] = None,
+                 split: SplitOpt = None, seed: SeedOpt = 0, workers: WorkersOpt = None, skip_bad: SkipOpt = False,
+                 overwrite: OverwriteOpt = False, samples_per_shard: ShardOpt = 512,
+                 jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of the stored crops.")] = 95) -> None:
+    """Convert MPII Human Pose (RELEASE .mat + images) into cropped, rescaled single-person shards (head ~50 px).
+
+    Example: fastpose convert mpii data/mpii --out data/mpii-shards --val-list data/mpii/detections.mat
+    """
+    import time
+
+    from fastpose.convert import mpii
+
+    t0 = time.perf_counter()
+    result = mpii.convert_mpii(root, out_dir, mat=mat, images=images, val_list=val_list, split=split, seed=seed,
+                               workers=workers, skip_bad=skip_bad, overwrite=overwrite,
+                               samples_per_shard=samples_per_shard, jpeg_quality=jpeg_quality)
+    _report_convert(result, out_dir, time.perf_counter() - t0)
+
+
 def main() -> None:
     try:
         app()

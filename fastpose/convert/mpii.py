@@ -380,8 +380,8 @@ def load_person(entry: Entry, quality: int = 95):
 def convert_mpii(root: str | Path, out: str | Path, *, mat: str | Path | None = None, images: str | Path | None = None,
                  val_list: str | Path | None = None, split: str | None = None, seed: int = 0,
                  workers: int | None = None, skip_bad: bool = False, overwrite: bool = False,
-                 samples_per_shard: int = 512, jpeg_quality: int = 95, quiet: bool = False) -> dict[str, int]:
-    """Convert MPII's RELEASE into single-person shards at `out`; returns samples written per split."""
+                 samples_per_shard: int = 512, jpeg_quality: int = 95, quiet: bool = False) -> dict:
+    """Convert MPII's RELEASE into single-person shards at `out`; returns {"samples": per split, "note": str}."""
     root = Path(root)
     mat_path = Path(mat) if mat else root / MAT_NAME
     images_dir = Path(images) if images else root / "images"
@@ -415,5 +415,7 @@ def convert_mpii(root: str | Path, out: str | Path, *, mat: str | Path | None = 
                          samples_per_shard=samples_per_shard, source=source, overwrite=overwrite)
     label = f"{mat_path} (entries = annotated training persons in file order; details name annolist(i).annorect(r))"
     load = partial(load_person, quality=jpeg_quality)
-    return common.convert_entries(entries, writer, source=label, splits=splits, load=load, workers=workers,
-                           skip_bad=skip_bad, quiet=quiet)
+    written = common.convert_entries(entries, writer, source=label, splits=splits, load=load, workers=workers,
+                                     skip_bad=skip_bad, quiet=quiet)
+    note = f"{unannotated} rectangles of training images have no annopoints and were skipped" if unannotated else ""
+    return {"samples": written, "note": note}
