@@ -195,6 +195,25 @@ def convert_mpii(root: Path, out_dir: Annotated[Path, typer.Option("--out", help
     _report_convert(result, out_dir, time.perf_counter() - t0)
 
 
+weights_app = typer.Typer(help="Download ImageNet weights for init_weights.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("download")
+def weights_download(
+    name: Annotated[str, typer.Argument(help="resnet50, resnet101 or resnet152 (also resnet18, resnet34).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the .pth into.")] = Path("weights"),
+) -> None:
+    """Download torchvision's ImageNet ResNet weights, check their sha256, print the init_weights line.
+
+    Example: fastpose weights download resnet101 --out weights   (mirror: FASTPOSE_WEIGHTS_URL=https://...)
+    """
+    from fastpose import weights
+
+    path = weights.download(name, out_dir, progress=sys.stderr.isatty())
+    out.print(f"init_weights: {path.resolve()}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     try:
         app()
