@@ -214,6 +214,122 @@ def weights_download(
     out.print(f"init_weights: {path.resolve()}", highlight=False, soft_wrap=True)
 
 
+def _eval_table(metrics: dict, title: str) -> Table:
+    """PCK (and PCKh) per symmetric group, then per joint, then the mean, as percentages."""
+    table = Table(title=title)
+    table.add_column("joint / group")
+    pck, pckh = metrics["pck"], metrics["pckh"]
+    table.add_column(f"PCK@{pck['threshold']:g}", justify="right")
+    if pckh:
+        table.add_column(f"PCKh@{pckh['threshold']:g}", justify="right")
+
+    def pct(v) -> str:
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    def row(name: str, key: str, end: bool = False) -> None:
+        cells = [pct(pck[key].get(name))] + ([pct(pckh[key].get(name))] if pckh else [])
+        table.add_row(name, *cells, end_section=end)
+
+    groups, joints = list(pck["per_group"]), list(pck["per_joint"])
+    for i, name in enumerate(groups):
+        row(name, "per_group", end=i == len(groups) - 1)
+    for i, name in enumerate(joints):
+        row(name, "per_joint", end=i == len(joints) - 1)
+    table.add_row("mean", pct(pck["mean"]), *([pct(pckh["mean"])] if pckh else []), style="bold")
+    return table
+
+
+@app.command("eval")
+def eval_(config: Annotated[Path | None, typer.Argument(help="Config file (default: the one stored in the "
+                                                        "snapshot).")] = None,
+          checkpoint: Annotated[Path | None, typer.Option(help="Snapshot .pt (default: the latest in the config's "
+                                                          "out_dir).")] = None,
+          split: Annotated[str | None, typer.Option(help="Split (default: the config's test_split).")] = None,
+          data: Annotated[Path | None, typer.Option(help="Shards folder (default: the config's dataset).")] = None,
+          json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON here.")] = None,
+          out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for predictions.mat/.json (default: "
+                                                       "<snapshot folder>/eval-<split>).")] = None,
+          batch_size: Annotated[int | None, typer.Option(help="Batch size (default: the config's).")] = None,
+          device: Annotated[str | None, typer.Option(help="cpu | cuda | auto (default: the config's).")] = None,
+          pck_threshold: Annotated[float | None, typer.Option(help="PCK threshold (default 0.2).")] = None,
+          pckh_threshold: Annotated[float | None, typer.Option(help="PCKh threshold (default 0.5).")] = None,
+          set_: SetOpt = None) -> None:
+    """PCK (and PCKh where the data has head boxes) of a snapshot on a split, per joint and symmetric group.
+
+    Example: fastpose eval configs/demo.yaml --checkpoint demo_out/run/snapshot-600.pt --split test --json m.json
+    """
+    from fastpose.evaluate import evaluate, write_outputs
+
+    cfg = None
+    if config is not None:
+        from fastpose.config import load
+
+        cfg = load(config, set_)
+    if checkpoint is None:
+        from fastpose.checkpoint import latest_snapshot
+
+        if cfg is None:
+            raise UserError("fastpose eval needs --checkpoint SNAPSHOT, or a CONFIG whose out_dir holds snapshots.")
+        checkpoint = latest_snapshot(cfg.out_dir, cfg.snapshot_prefix)
+        if checkpoint is None:
+            raise UserError(f"No snapshot in {cfg.out_dir} (the config's out_dir). Train first, or pass "
+                            f"--checkpoint SNAPSHOT.")
+    result = evaluate(cfg, checkpoint, split, data, batch_size, device, pck_threshold, pckh_threshold)
+    used = result["config"]
+    split = split or used.test_split
+    written = write_outputs(result, out_dir or Path(checkpoint).parent / f"eval-{split}", json_out)
+    out.print(_eval_table(result["metrics"], f"{checkpoint}  split {split}  ({result['metrics']['samples']} samples)"))
+    out.print("wrote " + ", ".join(str(p) for p in written))
+
+
+@app.command()
+def predict(images: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
+            checkpoint: Annotated[Path, typer.Option(help="Snapshot .pt of a trained model.")],
+            out_dir: Annotated[Path, typer.Option("--out", help="Output folder (a .json and .png per image).")],
+            batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
+            device: Annotated[str, typer.Option(help="cpu | cuda | auto.")] = "auto",
+            min_score: Annotated[float, typer.Option(help="Do not draw joints scoring below this (the JSON keeps "
+                                                     "every joint with its score).")] = 0.0) -> None:
+    """Predict joints on images: <name>.json (joint names, x, y, score in image pixels) and <name>.png per image.
+
+    Example: fastpose predict --checkpoint demo_out/run/snapshot-600.pt 'photos/*.jpg' --out preds --min-score 0.3
+    """
+    import time
+
+    from fastpose.predict import predict as run_predict
+
+    t0 = time.perf_counter()
+    docs = run_predict(checkpoint, images, out_dir, batch_size=batch_size, device=device, min_score=min_score)
+    seconds = time.perf_counter() - t0
+    out.print(f"wrote {len(docs)} predictions (.json + .png) to {out_dir} in {seconds:.1f} s")
+
+
+@app.command()
+def bench(part: Annotated[str, typer.Argument(help="data | targets | step | e2e | all")] = "all",
+          config: Annotated[Path | None, typer.Option(help="Config (default: fastpose defaults, resnet_50).")] = None,
+          data: Annotated[Path | None, typer.Option(help="Shards folder for data/e2e (default: the config's "
+                                                    "dataset).")] = None,
+          batch_size: Annotated[int | None, typer.Option(help="Batch size (default: the config's).")] = None,
+          size: Annotated[int, typer.Option(help="Image side of the synthetic training-step batch.")] = 368,
+          iters: Annotated[int, typer.Option(help="Timed runs per part (after warm-up).")] = 5,
+          warmup: Annotated[int, typer.Option(help="Untimed warm-up runs per part.")] = 2,
+          device: Annotated[str, typer.Option(help="cpu | cuda | auto.")] = "auto",
+          json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+          set_: SetOpt = None) -> None:
+    """Images/s, ms per batch and peak memory of the data pipeline, targets, a training step and end-to-end training.
+
+    Example: fastpose bench step --config configs/demo.yaml --batch-size 8 --size 256 --json bench.json
+    """
+    from fastpose import bench as bench_mod
+
+    report = bench_mod.run(bench_mod.parse_parts(part), config=config, overrides=set_, data=data,
+                           batch_size=batch_size, size=size, iters=iters, warmup=warmup, device=device)
+    out.print(bench_mod.table(report))
+    if json_out is not None:
+        bench_mod.write_json(report, json_out)
+        out.print(f"wrote {json_out}")
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,210 @@
+"""`fastpose eval`: predict every sample of a split; score the predictions with PCK and (given head boxes) PCKh.
+
+Evaluation is single-person, in the shard sample's pixel frame: the ground truth is the first person of each sample
+(as the reference used only the first person of each dataset entry); samples without a labelled joint are skipped. The
+model runs on the eval pipeline's batches (every sample once, no mirror, scale = global_scale); `fastpose.decode`
+brings the joints back to the sample's pixels. `evaluate()` is the plain function behind the command, also called by
+the training loop and the demo with a model object.
+
+Outputs (`write_outputs`): predictions.mat (cell `joints`, one (K, 3) [x y score] array per sample, 0-based sample
+pixels: the reference's test output format), predictions.json (the same plus the source-image coordinates), and the
+metrics dict {"pck": {"threshold", "per_joint", "per_group", "mean"}, "pckh": {...} or None, "samples": n}.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+import torch
+
+from fastpose import metrics
+from fastpose.config import Config, with_joints
+from fastpose.decode import decode, to_sample, to_source
+from fastpose.errors import UserError
+from fastpose.shards import ShardDataset
+
+
+def pick_device(name: str) -> torch.device:
+    """auto -> cuda when torch sees a GPU, else cpu; cuda without a GPU is a UserError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: cuda was asked for, but torch sees no CUDA GPU here. Use --device cpu (or "
+                        "device: auto in the config).")
+    return torch.device(name)
+
+
+def autocast(cfg: Config, device: torch.device):
+    """Mixed precision as in training: bf16/fp16 autocast on CUDA; the CPU runs fp32."""
+    if device.type == "cuda" and cfg.precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def load_model(checkpoint, device: torch.device, cfg: Config | None = None):
+    """(model in eval mode on `device`, its Config) from a snapshot path; cfg defaults to the snapshot's own."""
+    from fastpose.checkpoint import config_from_snapshot, load_snapshot
+    from fastpose.model import build_model
+
+    ckpt = load_snapshot(checkpoint)
+    if cfg is None:
+        cfg = config_from_snapshot(ckpt)
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise UserError(f"{checkpoint}: its weights do not fit the network of the config (net_type {cfg.net_type}, "
+                        f"{cfg.num_joints} joints, location_refinement {cfg.location_refinement}): "
+                        f"{str(e).splitlines()[0]}. Evaluate with the config the snapshot was trained with (leave "
+                        f"out the config argument to use the one stored in the snapshot).") from None
+    return model.to(device).eval(), cfg
+
+
+@torch.no_grad()
+def predict_split(model, cfg: Config, dataset_dir: str | Path, split: str, batch_size: int,
+                  device: torch.device) -> tuple[np.ndarray, int]:
+    """Predictions for every sample of a split: ((N, K, 3) float64 x, y, score in sample pixels, N)."""
+    from fastpose.pipeline import build_loader
+
+    ds = ShardDataset(dataset_dir, split)
+    n = len(ds)
+    sizes = torch.from_numpy(ds.column("size").reshape(n, 3)[:, [2, 1]].astype(np.float64))  # (N, 2) W, H
+    ds.close()
+    out = np.full((n, cfg.num_joints, 3), np.nan)
+    loader = build_loader(cfg, dataset_dir, split, train=False, batch_size=batch_size, device=device)
+    memory_format = torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.contiguous_format
+    for batch in loader:
+        images = batch.images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        with autocast(cfg, device):
+            heads = model(images)
+        joints = decode(heads["part"], heads["locref"], cfg.stride, cfg.locref_stdev,
+                        batch.valid_hw.to(device))  # (B, K, 3) network-input pixels
+        index = batch.index.cpu()
+        keep = index >= 0  # padding rows of the last batch have index -1
+        # The resize's real per-axis ratio (resized / original size; eval has no crop, so valid_hw is the resized
+        # size), not the nominal scale: floor(W s) / W differs from s by up to 1 / W.
+        ratio = batch.valid_hw.cpu().flip(1).double() / sizes[index.clamp(min=0)]  # (B, 2) x, y
+        joints = to_sample(joints.cpu(), ratio, batch.offset.cpu())  # (B, K, 3) sample pixels
+        out[index[keep].numpy()] = joints.numpy().astype(np.float64)[keep.numpy()]
+    return out, n
+
+
+def ground_truth(ds: ShardDataset) -> dict:
+    """First person of each sample: joints (N, K, 2), visible (N, K), head_boxes (N, 2, 2), transform (N, 6)."""
+    n, k = len(ds), ds.num_joints
+    persons = ds.persons_per_sample()  # (N,)
+    first = np.concatenate([[0], np.cumsum(persons)[:-1]]).astype(np.int64)  # row of each sample's first person
+    joints = ds.column("joints").reshape(-1, k, 3)
+    heads = ds.column("head_box").reshape(-1, 4)
+    gt = np.zeros((n, k, 3), np.float64)
+    boxes = np.full((n, 4), np.nan)
+    has = persons > 0
+    gt[has] = joints[first[has]]
+    boxes[has] = heads[first[has]]
+    return {"joints": gt[..., :2], "visible": gt[..., 2] > 0, "head_boxes": boxes.reshape(n, 2, 2),
+            "transform": ds.column("transform").reshape(n, 6).astype(np.float64)}
+
+
+def score(pred: np.ndarray, gt: dict, cfg: Config, pck_threshold: float, pckh_threshold: float) -> dict:
+    """The metrics dict of `fastpose eval --json` from (N, K, 3) predictions and `ground_truth`."""
+    used = gt["visible"].any(axis=1)  # samples with at least one labelled joint
+    p, g, v, boxes = pred[used, :, :2], gt["joints"][used], gt["visible"][used], gt["head_boxes"][used]
+    names = cfg.joint_names or [str(j) for j in range(cfg.num_joints)]
+    groups = cfg.all_joints or [[j] for j in range(cfg.num_joints)]
+    group_names = cfg.all_joints_names or ["+".join(names[j] for j in group) for group in groups]
+    result = {"samples": int(used.sum()), "pckh": None}
+    pck = metrics.pck(p, g, v, pck_threshold)
+    result["pck"] = {"threshold": pck_threshold, **metrics.summarise(pck, names, groups, group_names, v.sum(0))}
+    sizes = metrics.head_sizes(boxes)
+    known = np.isfinite(sizes) & (sizes > 0)
+    if known.any():
+        pckh = metrics.pckh(p, g, v, boxes, pckh_threshold)
+        counts = (v & known[:, None]).sum(0)
+        result["pckh"] = {"threshold": pckh_threshold,
+                          **metrics.summarise(pckh, names, groups, group_names, counts), "samples": int(known.sum())}
+    return result
+
+
+def evaluate(cfg: Config | None, model_or_checkpoint, split: str | None = None, dataset_dir: str | Path | None = None,
+             batch_size: int | None = None, device: str | torch.device | None = None,
+             pck_threshold: float | None = None, pckh_threshold: float | None = None) -> dict:
+    """Evaluate a model object or a snapshot path on a split of the shards.
+
+    Returns {"metrics": the metrics dict, "predictions": (N, K, 3) sample-pixel x, y, score (NaN rows for samples the
+    pipeline did not yield), "source_predictions": the same in source-image pixels, "ground_truth": ground_truth(),
+    "config": the Config used}. cfg may be None with a snapshot path (its stored config is used).
+    """
+    if isinstance(model_or_checkpoint, str | Path):
+        dev = pick_device(str(device) if device is not None else (cfg.device if cfg else "auto"))
+        model, cfg = load_model(model_or_checkpoint, dev, cfg)
+    else:
+        if cfg is None:
+            raise ValueError("evaluate() with a model object needs its cfg")
+        model = model_or_checkpoint
+        dev = next(model.parameters()).device if device is None else torch.device(device)
+    split = split or cfg.test_split
+    dataset_dir = Path(dataset_dir or cfg.dataset)
+    ds = ShardDataset(dataset_dir, split)
+    if not cfg.num_joints or not cfg.joint_names:
+        cfg = with_joints(cfg, ds.num_joints, ds.joint_names, ds.all_joints, ds.skeleton)
+    if ds.num_joints != cfg.num_joints:
+        raise UserError(f"{dataset_dir} has {ds.num_joints} joints but the model predicts {cfg.num_joints}. Evaluate "
+                        f"on a dataset with the joint set the model was trained on.")
+    was_training = model.training
+    model.eval()
+    try:
+        pred, _ = predict_split(model, cfg, dataset_dir, split, batch_size or cfg.batch_size, dev)
+    finally:
+        model.train(was_training)
+    gt = ground_truth(ds)
+    ds.close()
+    if not gt["visible"].any():
+        raise UserError(f"{dataset_dir} split '{split}' has no sample with a labelled joint, so there is nothing to "
+                        f"evaluate. Pick another split (fastpose info {dataset_dir} lists them).")
+    result = score(pred, gt, cfg, pck_threshold or cfg.pck_threshold, pckh_threshold or cfg.pckh_threshold)
+    src = to_source(torch.from_numpy(pred), torch.from_numpy(gt["transform"])).double().numpy()  # (N, K, 3)
+    return {"metrics": result, "predictions": pred, "source_predictions": src, "ground_truth": gt, "config": cfg}
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_outputs(result: dict, out_dir: str | Path, json_path: str | Path | None = None) -> list[Path]:
+    """predictions.mat and predictions.json into out_dir, and the metrics as JSON to json_path when given."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pred, src, cfg = result["predictions"], result["source_predictions"], result["config"]
+    cell = np.empty((len(pred),), dtype=object)  # MATLAB cell array: one (K, 3) [x y score] per sample
+    for i, p in enumerate(pred):
+        cell[i] = p
+    mat_path, json_out = out_dir / "predictions.mat", out_dir / "predictions.json"
+
+    def write_mat(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # savemat appends .mat to a str name without it; a file object avoids that
+            scipy.io.savemat(f, {"joints": cell})
+
+    _atomic(mat_path, write_mat)
+    names = cfg.joint_names or [str(j) for j in range(cfg.num_joints)]
+    doc = {"joint_names": names, "frame": "sample pixels (0-based, pixel centres at integers); source_joints: the "
+           "original image's pixels", "samples": [
+               {"index": i, "joints": _rows(pred[i]), "source_joints": _rows(src[i])} for i in range(len(pred))]}
+    _atomic(json_out, lambda tmp: tmp.write_text(json.dumps(doc)))
+    written = [mat_path, json_out]
+    if json_path is not None:
+        json_path = Path(json_path)
+        _atomic(json_path, lambda tmp: tmp.write_text(json.dumps(result["metrics"], indent=1)))
+        written.append(json_path)
+    return written
+
+
+def _rows(a: np.ndarray) -> list[list[float | None]]:
+    return [[float(v) if np.isfinite(v) else None for v in row] for row in a]

@@ -1,0 +1,205 @@
+"""`fastpose predict`: run a trained model on image files and write the joints (JSON) and a drawing (PNG) per image.
+
+Images are decoded with OpenCV, resized by the config's global_scale (bilinear, the pipeline's pixel convention), padded
+to a multiple of 16 and run in batches on the CPU or GPU; `fastpose.decode` turns the heads' outputs into joints in the
+original image's pixels. `draw_pose` is also what the trainer's TensorBoard images and the demo use.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from fastpose.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+PAD_MULTIPLE = 16  # the backbone's output stride: 2 * ceil(H / 16) cells at stride 8
+
+
+def score_colour(score: float) -> tuple[int, int, int]:
+    """RGB colour of a confidence in [0, 1]: red (0) through yellow (0.5) to green (1)."""
+    s = float(np.clip(score, 0.0, 1.0)) if np.isfinite(score) else 0.0
+    return (int(round(255 * min(1.0, 2 - 2 * s))), int(round(255 * min(1.0, 2 * s))), 0)
+
+
+def draw_pose(image: np.ndarray, joints, scores=None, skeleton=None, min_score: float = 0.0) -> np.ndarray:
+    """A copy of `image` (H, W, 3) uint8 RGB with the skeleton drawn: joints as dots, edges as lines, each coloured
+    by confidence (red -> green; an edge takes the weaker of its two joints). Joints with score < min_score or
+    non-finite coordinates are not drawn, nor their edges.
+
+    joints (K, 2+) x, y in the image's pixels; scores (K,) (default: joints[:, 2] when present, else all 1);
+    skeleton a list of [a, b] joint-id pairs.
+    """
+    img = np.ascontiguousarray(image.copy())
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    joints = np.asarray(joints, dtype=np.float64)
+    if scores is None:
+        scores = joints[:, 2] if joints.shape[1] > 2 else np.ones(len(joints))
+    scores = np.asarray(scores, dtype=np.float64)
+    shown = np.isfinite(joints[:, :2]).all(axis=1) & (scores >= min_score)  # (K,)
+    size = max(img.shape[0], img.shape[1])
+    thickness = max(1, int(round(size / 250)))
+    radius = max(2, int(round(size / 120)))
+    # cv2 draws at integer pixel centres; shift=4 gives 1/16-pixel precision for the sub-pixel joint positions.
+    pts = np.round(np.nan_to_num(joints[:, :2]) * 16).astype(np.int64)
+    for a, b in skeleton or []:
+        if a < len(joints) and b < len(joints) and shown[a] and shown[b]:
+            colour = score_colour(min(scores[a], scores[b]))
+            cv2.line(img, tuple(int(v) for v in pts[a]), tuple(int(v) for v in pts[b]), colour, thickness,
+                     cv2.LINE_AA, shift=4)
+    for k in np.flatnonzero(shown):
+        centre = tuple(int(v) for v in pts[k])
+        cv2.circle(img, centre, radius * 16, (255, 255, 255), -1, cv2.LINE_AA, shift=4)
+        cv2.circle(img, centre, max(1, radius - 1) * 16, score_colour(scores[k]), -1, cv2.LINE_AA, shift=4)
+    return img
+
+
+def expand_inputs(items: list[str]) -> list[Path]:
+    """Files, folders (their images, sorted) and glob patterns -> image paths, in order, without duplicates."""
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+            if not found:
+                raise UserError(f"{p} is a folder without images ({', '.join(IMAGE_SUFFIXES)}). Pass image files, a "
+                                f"folder of images or a glob such as '{p}/*.jpg'.")
+            paths += found
+        elif p.is_file():
+            paths.append(p)
+        elif glob.has_magic(item):
+            found = sorted(Path(q) for q in glob.glob(item, recursive=True) if Path(q).is_file())
+            if not found:
+                raise UserError(f"The pattern '{item}' matched no files. Check the path (quote the pattern so the "
+                                f"shell does not expand it).")
+            paths += found
+        else:
+            raise UserError(f"{item} does not exist. Pass image files, folders or glob patterns.")
+    seen, unique = set(), []
+    for p in paths:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, or UserError for a file OpenCV cannot decode."""
+    data = np.fromfile(str(path), dtype=np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise UserError(f"{path} could not be decoded as an image. Pass PNG/JPEG files, or remove this one.")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def prepare(image: np.ndarray, cfg) -> tuple[np.ndarray, tuple[int, int]]:
+    """(H, W, 3) uint8 RGB -> ((h, w, 3) float32 network input, (h, w)) as the eval pipeline makes it: scale =
+    global_scale (clamped by max_input_size, `pipeline.sample_params`), resized to floor(W s) x floor(H s) with the
+    pixel-centre convention, mean_pixel subtracted."""
+    from fastpose.pipeline import Augment, sample_params
+
+    h, w = image.shape[:2]
+    aug = Augment(train=False, global_scale=float(cfg.global_scale), jitter_lo=1.0, jitter_up=1.0, mirror=False,
+                  max_input_size=int(cfg.max_input_size), crop_w=0, crop_h=0, seed=0, perm=())
+    p = sample_params(aug, 0, 0, w, h, np.zeros((0, max(cfg.num_joints, 1), 3), np.float32))
+    if (p.res_w, p.res_h) != (w, h):
+        # Area averaging when shrinking (antialiased, as DALI's resize), bilinear when enlarging; both map pixel
+        # centres x -> (x + 0.5) * (w' / w) - 0.5.
+        shrink = p.res_w < w or p.res_h < h
+        image = cv2.resize(image, (p.res_w, p.res_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    net = image.astype(np.float32) - np.asarray(cfg.mean_pixel, np.float32)  # (h, w, 3)
+    return net, (p.res_h, p.res_w)
+
+
+def batch_images(prepared: list[np.ndarray]) -> torch.Tensor:
+    """(B, 3, H, W) float32, each image padded with 0 (after mean subtraction, as the pipeline) to the batch's
+    largest size rounded up to a multiple of 16."""
+    hmax = math.ceil(max(a.shape[0] for a in prepared) / PAD_MULTIPLE) * PAD_MULTIPLE
+    wmax = math.ceil(max(a.shape[1] for a in prepared) / PAD_MULTIPLE) * PAD_MULTIPLE
+    out = np.zeros((len(prepared), 3, hmax, wmax), np.float32)
+    for i, a in enumerate(prepared):
+        out[i, :, :a.shape[0], :a.shape[1]] = a.transpose(2, 0, 1)
+    return torch.from_numpy(out)
+
+
+@torch.no_grad()
+def predict_images(model, cfg, images: list[np.ndarray], device: torch.device) -> np.ndarray:
+    """Joints of a list of (H, W, 3) uint8 RGB images: (N, K, 3) x, y, score in each image's own pixels."""
+    from fastpose.decode import decode, to_sample
+    from fastpose.evaluate import autocast
+
+    prepared = [prepare(im, cfg) for im in images]
+    batch = batch_images([p[0] for p in prepared]).to(device)
+    valid_hw = torch.tensor([p[1] for p in prepared], dtype=torch.int64)  # (B, 2) resized h, w
+    with autocast(cfg, device):
+        heads = model(batch)
+    joints = decode(heads["part"], heads["locref"], cfg.stride, cfg.locref_stdev, valid_hw.to(device)).cpu()
+    orig = torch.tensor([im.shape[:2] for im in images], dtype=torch.float64)  # (B, 2) H, W
+    ratio = (valid_hw.double() / orig).flip(1)  # (B, 2) x, y: the real resize ratios
+    return to_sample(joints, ratio).double().numpy()
+
+
+def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, batch_size: int = 8,
+            device: str = "auto", min_score: float = 0.0, cfg=None) -> list[dict]:
+    """Run a snapshot on images; write <name>.json (joints with names, x, y, score in the image's pixels) and
+    <name>.png (the skeleton drawn) per image into out_dir. Returns the JSON documents."""
+    from fastpose.evaluate import load_model, pick_device
+
+    paths = expand_inputs(inputs)
+    if batch_size <= 0:
+        raise UserError(f"--batch-size must be positive, got {batch_size}.")
+    dev = pick_device(device)
+    model, cfg = load_model(checkpoint, dev, cfg)
+    names = cfg.joint_names or [f"joint{k}" for k in range(cfg.num_joints)]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stems = _unique_stems(paths)
+    docs = []
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        images = [read_image(p) for p in chunk]
+        joints = predict_images(model, cfg, images, dev)  # (B, K, 3)
+        for path, stem, image, pose in zip(chunk, stems[start:start + batch_size], images, joints):
+            doc = {"image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
+                   "frame": "image pixels, 0-based, pixel centres at integer coordinates",
+                   "joints": [{"name": n, "x": float(x), "y": float(y), "score": float(s)}
+                              for n, (x, y, s) in zip(names, pose)]}
+            _write_atomic(out_dir / f"{stem}.json", json.dumps(doc, indent=1).encode())
+            drawn = draw_pose(image, pose[:, :2], pose[:, 2], cfg.skeleton, min_score=min_score)
+            ok, png = cv2.imencode(".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise RuntimeError(f"OpenCV could not encode the drawing of {path} as PNG")
+            _write_atomic(out_dir / f"{stem}.png", png.tobytes())
+            docs.append(doc)
+    return docs
+
+
+def _unique_stems(paths: list[Path]) -> list[str]:
+    """Output names: the file stem, with the parent folder's name prepended where two inputs share a stem."""
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[p.stem] = counts.get(p.stem, 0) + 1
+    stems, used = [], set()
+    for p in paths:
+        stem = p.stem if counts[p.stem] == 1 else f"{p.parent.name}_{p.stem}"
+        base, n = stem, 1
+        while stem in used:
+            n += 1
+            stem = f"{base}_{n}"
+        used.add(stem)
+        stems.append(stem)
+    return stems
