@@ -17,6 +17,7 @@ the count happens on the device (no host sync).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -43,7 +44,7 @@ def part_loss_torch(logits: torch.Tensor, scmap: torch.Tensor, weights: torch.Te
     x = logits.float()
     z = scmap.float()
     w = weights.float()
-    ce = x.clamp(min=0) - x * z + torch.log1p(torch.exp(-x.abs()))
+    ce = F.softplus(x) - x * z  # softplus: stable, and its gradient is sigmoid(x) also at x = 0
     total = torch.where(w != 0, w * ce, 0.0).sum()
     return total / torch.count_nonzero(w).clamp(min=1)
 
