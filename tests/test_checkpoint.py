@@ -87,7 +87,7 @@ def test_keep_n_and_latest_is_by_iteration_not_name(tmp_path):
     assert names == ["snapshot-100.pt", "snapshot-1000.pt", "snapshot-200.pt"]
     assert checkpoint.latest_snapshot(tmp_path).name == "snapshot-1000.pt"  # lexically "snapshot-200.pt" is last
     assert checkpoint.latest_snapshot(tmp_path, prefix="other").name == "other-5000.pt"
-    _save(tmp_path, 2000, prefix="other", max_to_keep=1)
+    _save(tmp_path, 2000, prefix="other", max_to_keep=1)  # the snapshot just written stays, even below a stale 5000
     assert sorted(p.name for p in tmp_path.glob("other-*.pt")) == ["other-2000.pt"]
 
 
