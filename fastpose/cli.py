@@ -330,6 +330,50 @@ def bench(part: Annotated[str, typer.Argument(help="data | targets | step | e2e 
         out.print(f"wrote {json_out}")
 
 
+@app.command()
+def train(config: Path, set_: SetOpt = None,
+          resume: Annotated[bool, typer.Option("--resume", help="Continue the run in out_dir from its newest "
+                                               "snapshot (exactly: same weights as an uninterrupted run).")] = False,
+          max_iters: Annotated[int | None, typer.Option(help="Stop after this iteration (the schedule is "
+                                                        "unchanged).")] = None) -> None:
+    """Train a part detector as CONFIG says (one GPU, the CPU, or many GPUs under torchrun).
+
+    Example: fastpose train configs/mpii.yaml --set batch_size=16
+    Many GPUs: torchrun --nproc-per-node 8 -m fastpose train configs/mpii.yaml
+    """
+    from fastpose.config import load
+    from fastpose.train import train as run
+
+    result = run(load(config, set_), resume=resume, max_iters=max_iters)
+    out.print(f"finished at iteration {result['iteration']}; snapshot {result['snapshot']}")
+
+
+@convert_app.command("coco")
+def convert_coco(images: Annotated[Path, typer.Option(help="Folder of the json's images (file_name).")],
+                 annotations: Annotated[Path, typer.Option(help="COCO keypoints json (person_keypoints_*.json; "
+                                                           "OCHuman/CrowdPose files work too).")],
+                 out_dir: Annotated[Path, typer.Option("--out", help="Output shards folder.")],
+                 min_keypoints: Annotated[int, typer.Option(help="Persons with fewer labelled keypoints become "
+                                                            "ignore regions.")] = 1,
+                 split: SplitOpt = None, seed: SeedOpt = 0, workers: WorkersOpt = None, skip_bad: SkipOpt = False,
+                 overwrite: OverwriteOpt = False, samples_per_shard: ShardOpt = 512,
+                 reencode_jpeg: ReencodeOpt = None) -> None:
+    """Convert COCO-style keypoint annotations into multi-person shards (crowds and 0-keypoint persons as ignore RLE).
+
+    Example: fastpose convert coco --images coco/val2017 --annotations coco/annotations/person_keypoints_val2017.json \
+    --out data/coco-val
+    """
+    import time
+
+    from fastpose.convert import coco
+
+    t0 = time.perf_counter()
+    result = coco.convert_coco(images, annotations, out_dir, min_keypoints=min_keypoints, split=split, seed=seed,
+                               workers=workers, skip_bad=skip_bad, overwrite=overwrite,
+                               samples_per_shard=samples_per_shard, reencode_jpeg=reencode_jpeg)
+    _report_convert(result, out_dir, time.perf_counter() - t0)
+
+
 def main() -> None:
     try:
         app()
