@@ -11,7 +11,8 @@ MATLAB preprocessing (pose-tensorflow matlab/mpii/preprocess_single.m, util_crop
 - crop = bounding box of all the person's annotated points (all 16 MPII ids) in the resized image, rounded to pixels,
   padded by 130 px for the image's `single_person` rectangles and 65 px for its other annotated people, clamped to the
   image; for a `single_person` rectangle with other annotated people, the crop's x range is also clamped to the
-  nearest other person's joint left of (right of) the person's box, +20 px (-20 px): isolation;
+  nearest other person's joint left of (right of) the person's box, +20 px (-20 px): isolation; a joint that
+  isolation cuts off keeps its (outside-the-crop) coordinates and label, as in the reference;
 - MPII ids [0,1,2,3,4,5,10,11,12,13,14,15,8,9] become DeeperCut's joints 0..13 (pelvis and thorax are dropped).
 
 Coordinates: MPII's are 1-based MATLAB pixels; they become the project's convention (pixel centres at integer
