@@ -1,0 +1,525 @@
+"""The data pipeline: HDF5 shards -> decoded, scaled, mirrored, normalised, padded batches on the device (NVIDIA DALI).
+
+Pixel convention (THE project's convention; other modules refer to this docstring): pixel centres are at integer
+coordinates, so pixel (0, 0) covers [-0.5, 0.5)^2 and an image W wide spans x in [-0.5, W - 0.5]. Resizing an image
+from W to W' pixels maps x -> (x + 0.5) * (W' / W) - 0.5 (the real output/input ratio, not the nominal scale);
+mirroring an image W' wide maps x -> W' - 1 - x. MPII/MATLAB 1-based coordinates become x - 1.
+
+Stages, per sample:
+
+1. Source: a per-sample parallel `fn.external_source` (`_Source`). Worker processes open the shards lazily (one h5py
+   handle per shard per worker, never in the parent). The source decides every random parameter (scale jitter, flip
+   coin, crop origin) from a numpy Generator keyed by (seed, epoch, sample index) and transforms the joints in numpy,
+   so batches do not depend on worker timing and a resumed run reproduces the uninterrupted stream exactly.
+2. Decode: `fn.decoders.image` on device "mixed" where there is a GPU, "cpu" where there is none (`device_id=None`).
+3. Scale: s = global_scale x U(scale_jitter_lo, scale_jitter_up) (train) or global_scale (eval); a sample whose scaled
+   area floor(W s) x floor(H s) exceeds max_input_size^2 gets s = max_input_size / sqrt(W H) instead (counted in
+   `Loader.clamped`, never dropped). Bilinear (antialiased) resize to floor(W s) x floor(H s), as the reference.
+4. Crop (train with `crop_size: [w, h]` only): a random w x h window (clipped to the scaled image) that contains the
+   box of the labelled joints when it fits, else one labelled joint drawn at random. Joints outside the window
+   become absent.
+5. Mirror (train with `mirror: true`): probability 0.5; x' = W' - 1 - x and symmetric joint ids swapped with the
+   pairs of `all_joints`.
+6. Normalise: subtract mean_pixel (RGB), no division (as the reference); CHW float.
+7. Pad: every image of a batch is padded with 0 (after mean subtraction) to the batch's largest height and width
+   rounded up to a multiple of 16; `valid_hw` gives the unpadded size so the targets can give the padding zero weight.
+
+Epochs and sharding. Train: each epoch is a permutation of the split derived statelessly from (seed, epoch) (identity
+order with `shuffle: false`); rank r of `num_shards` takes the r-th of num_shards equal contiguous parts of it, and
+each rank yields floor(len / num_shards / batch_size) batches per epoch: the remainder is dropped so all ranks stay in
+lockstep, and since the permutation changes every epoch no sample is systematically left out. Eval (train=False): no
+shuffle, jitter, mirror or crop; rank r takes the r-th contiguous chunk of ceil(len / num_shards) samples and the last
+partial batch is padded with rows whose `index` is -1: every sample is seen exactly once, none is dropped.
+
+Corrupt images: the source checks each image cheaply (format magic, end marker, header size against the shard's
+`size`) and a failure raises `UserError` naming the shard file, its row and the sample index; with `skip_bad=True` the
+sample is replaced by the next good one of the epoch (an eval row becomes padding, index -1) and recorded in
+`Loader.skipped`. A decode error that slips past the check is mapped back to its sample by decoding the batch again.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from fastpose.errors import UserError
+from fastpose.shards import ShardDataset
+
+ALIGN = 16  # padded image sizes are multiples of this (the network's output stride)
+PREFETCH = 2  # batches DALI prepares ahead (small: start-up and memory matter more than overlap here)
+
+# Row layout of the per-sample metadata vector that leaves the source (float64: sample indices stay exact).
+M_INDEX, M_SCALE, M_FLIP, M_VALID_H, M_VALID_W, M_OFF_X, M_OFF_Y, M_CLAMPED, M_BAD = range(9)
+META_LEN = 9
+# Row layout of the per-sample graph parameters (float32).
+G_RES_W, G_RES_H, G_CROP_X, G_CROP_Y, G_CROP_W, G_CROP_H, G_FLIP = range(7)
+GRAPH_LEN = 7
+
+
+class Batch(NamedTuple):
+    images: torch.Tensor  # (B, 3, H, W) float32 (or bf16) on the device, mean-subtracted, H and W multiples of 16
+    joints: torch.Tensor  # (B, P, K, 3) float32 x, y, present in network-input pixels (after scale, crop and mirror)
+    scale: torch.Tensor  # (B,) float32 the scale applied to each sample
+    flipped: torch.Tensor  # (B,) bool
+    valid_hw: torch.Tensor  # (B, 2) int32 valid height, width (before padding)
+    index: torch.Tensor  # (B,) int64 sample index in the split (-1 for padding rows in eval mode)
+    offset: torch.Tensor  # (B, 2) float32 x, y of the crop origin in scaled pixels (0 without crop_size)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pure functions: the plan of an epoch and the per-sample parameters (also used by tests and for error reports).
+
+
+def batches_per_epoch(n: int, batch_size: int, num_shards: int, train: bool) -> int:
+    """Batches one rank yields per epoch (train drops the remainder, eval pads the last batch)."""
+    if train:
+        return n // num_shards // batch_size
+    return math.ceil(math.ceil(n / num_shards) / batch_size)
+
+
+def epoch_order(n: int, epoch: int, *, seed: int, batch_size: int, shard_id: int = 0, num_shards: int = 1,
+                train: bool = True, shuffle: bool = True) -> np.ndarray:
+    """(batches * batch_size,) int64 sample indices rank `shard_id` visits in `epoch`, in order; -1 = padding row."""
+    rows = batches_per_epoch(n, batch_size, num_shards, train) * batch_size
+    if train:
+        order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+        per_rank = n // num_shards
+        return order[shard_id * per_rank:shard_id * per_rank + rows].astype(np.int64)
+    chunk = math.ceil(n / num_shards)
+    mine = np.arange(shard_id * chunk, min((shard_id + 1) * chunk, n), dtype=np.int64)
+    return np.concatenate([mine, np.full(rows - len(mine), -1, np.int64)])
+
+
+@dataclass(frozen=True)
+class Augment:
+    """The augmentation settings the source needs (plain values: picklable into the workers)."""
+
+    train: bool
+    global_scale: float
+    jitter_lo: float
+    jitter_up: float
+    mirror: bool
+    max_input_size: int
+    crop_w: int  # 0: no crop
+    crop_h: int
+    seed: int
+    perm: tuple[int, ...]  # perm[k] = the joint id k becomes under mirroring
+
+
+@dataclass(frozen=True)
+class Params:
+    """The geometry of one sample: scale, resized size, crop window (in scaled pixels) and flip."""
+
+    scale: float
+    clamped: bool
+    res_w: int  # floor(W * scale)
+    res_h: int
+    crop_x: int  # crop origin in the scaled image
+    crop_y: int
+    crop_w: int  # valid (unpadded) output size
+    crop_h: int
+    flip: bool
+
+
+def sample_params(aug: Augment, epoch: int, index: int, width: int, height: int, joints: np.ndarray) -> Params:
+    """Every random choice for sample `index` in `epoch`, drawn from a Generator keyed by (seed, epoch, index)."""
+    rng = np.random.default_rng([aug.seed, epoch, max(index, 0)])
+    u, coin, cx, cy, ca = rng.random(5)  # always drawn, in this order, so each choice is stable whatever the options
+    scale = aug.global_scale * (aug.jitter_lo + (aug.jitter_up - aug.jitter_lo) * u if aug.train else 1.0)
+    clamped = math.floor(width * scale) * math.floor(height * scale) > aug.max_input_size**2
+    if clamped:  # floor(W s) floor(H s) <= W H s^2 = max_input_size^2
+        scale = aug.max_input_size / math.sqrt(width * height)
+    res_w, res_h = max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
+    crop_x = crop_y = 0
+    crop_w, crop_h = res_w, res_h
+    if aug.train and aug.crop_w > 0:
+        crop_w, crop_h = min(aug.crop_w, res_w), min(aug.crop_h, res_h)
+        labelled = joints[..., 2] > 0  # (P, K)
+        xy = _resize_xy(joints[labelled][:, :2], width, height, res_w, res_h)  # (J, 2) labelled joints, scaled
+        anchor = xy[int(ca * len(xy))] if len(xy) else None  # kept in the window when the whole box cannot be
+        crop_x = _crop_origin(cx, res_w, crop_w, xy[:, 0], None if anchor is None else anchor[0])
+        crop_y = _crop_origin(cy, res_h, crop_h, xy[:, 1], None if anchor is None else anchor[1])
+    flip = bool(aug.train and aug.mirror and coin < 0.5)
+    return Params(scale, clamped, res_w, res_h, crop_x, crop_y, crop_w, crop_h, flip)
+
+
+def _crop_origin(u: float, size: int, crop: int, xs: np.ndarray, anchor: float | None) -> int:
+    """A crop origin in [0, size - crop], drawn with u in [0, 1) among those that keep all points `xs` in the window
+    or, when they span more than the window, among those that keep the point `anchor` in it."""
+
+    def keep(lo_x: float, hi_x: float) -> tuple[int, int]:
+        # The window [o - 0.5, o + crop - 0.5] holds x when x - crop + 0.5 <= o <= x + 0.5.
+        return max(0, math.ceil(hi_x - crop + 0.5)), min(size - crop, math.floor(lo_x + 0.5))
+
+    lo, hi = 0, size - crop
+    if len(xs):
+        lo, hi = keep(float(xs.min()), float(xs.max()))
+        if lo > hi and anchor is not None:
+            lo, hi = keep(anchor, anchor)
+        if lo > hi:  # a point outside the image: any window
+            lo, hi = 0, size - crop
+    return int(lo + math.floor(u * (hi - lo + 1)))
+
+
+def _resize_xy(xy: np.ndarray, width: int, height: int, res_w: int, res_h: int) -> np.ndarray:
+    out = np.empty_like(xy, dtype=np.float32)
+    out[:, 0] = (xy[:, 0] + 0.5) * (res_w / width) - 0.5
+    out[:, 1] = (xy[:, 1] + 0.5) * (res_h / height) - 0.5
+    return out
+
+
+def transform_joints(joints: np.ndarray, width: int, height: int, p: Params, perm: tuple[int, ...]) -> np.ndarray:
+    """(P, K, 3) x, y, visibility in the source image -> (P, K, 3) x, y, present in the network input."""
+    out = np.zeros(joints.shape, np.float32)
+    if joints.shape[0] == 0:
+        return out
+    present = joints[..., 2] > 0  # (P, K)
+    flat = joints[..., :2].reshape(-1, 2)
+    xy = _resize_xy(flat, width, height, p.res_w, p.res_h).reshape(*joints.shape[:2], 2)  # (P, K, 2)
+    xy[..., 0] -= p.crop_x
+    xy[..., 1] -= p.crop_y
+    # Joints the crop cut away are absent (the window spans [-0.5, crop - 0.5]).
+    inside = ((xy[..., 0] >= -0.5) & (xy[..., 0] <= p.crop_w - 0.5)
+              & (xy[..., 1] >= -0.5) & (xy[..., 1] <= p.crop_h - 0.5))  # (P, K)
+    if p.crop_w != p.res_w or p.crop_h != p.res_h:
+        present &= inside
+    if p.flip:
+        xy[..., 0] = p.crop_w - 1 - xy[..., 0]
+        order = list(perm)
+        xy, present = xy[:, order], present[:, order]  # joint k of the mirrored image was joint perm[k]
+    out[..., :2] = np.where(present[..., None], xy, 0.0)
+    out[..., 2] = present
+    return out
+
+
+def symmetric_permutation(num_joints: int, all_joints: list[list[int]]) -> tuple[int, ...]:
+    perm = list(range(num_joints))
+    for group in all_joints:
+        if len(group) == 2:
+            a, b = group
+            perm[a], perm[b] = b, a
+    return tuple(perm)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Image checks.
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def check_image(data: bytes, size: tuple[int, int, int]) -> str | None:
+    """Why `data` cannot be the image of shard size (C, H, W), or None when it looks fine (a cheap header check)."""
+    if len(data) < 16:
+        return f"the image holds only {len(data)} bytes"
+    if data[:3] == b"\xff\xd8\xff":
+        if data.rfind(b"\xff\xd9") < 3:
+            return "the JPEG data has no end marker (truncated)"
+    elif data[:8] == _PNG_MAGIC:
+        if b"IEND" not in data[-64:]:
+            return "the PNG data has no IEND chunk (truncated)"
+    from PIL import Image  # imported here: only the workers need it
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except Exception as e:  # PIL raises many types for unreadable headers
+        return f"the image header cannot be read ({type(e).__name__}: {e})"
+    if (h, w) != (int(size[1]), int(size[2])):
+        return f"the image is {w}x{h} but the shard says {size[2]}x{size[1]} (W x H)"
+    return None
+
+
+def decode_check(data: bytes) -> str | None:
+    """Why `data` cannot be decoded (full decode with OpenCV), or None."""
+    import cv2
+
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as e:
+        return f"the image cannot be decoded ({e})"
+    return None if img is not None else "the image cannot be decoded"
+
+
+def _bad_sample_error(ds: ShardDataset, index: int, reason: str) -> UserError:
+    shard, row = ds.locate(index)
+    return UserError(f"{ds.shard_path(shard)}: sample {index} (row {row} of that shard, split '{ds.split}') is a "
+                     f"corrupt image: {reason}. Convert the dataset again from intact source images (`fastpose "
+                     f"convert --skip-bad` leaves unreadable entries out), or pass skip_bad=True to skip such samples.")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The external source.
+
+
+class _Source:
+    """Per-sample callable for a parallel `fn.external_source`; picklable (ShardDataset opens h5py lazily)."""
+
+    def __init__(self, ds: ShardDataset, aug: Augment, *, batch_size: int, shard_id: int, num_shards: int,
+                 shuffle: bool, start_epoch: int, start_batch: int, skip_bad: bool):
+        self.ds, self.aug = ds, aug
+        self.batch_size, self.shard_id, self.num_shards, self.shuffle = batch_size, shard_id, num_shards, shuffle
+        self.start_epoch, self.start_batch, self.skip_bad = start_epoch, start_batch, skip_bad
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def order(self, epoch: int) -> np.ndarray:
+        if self._order is None or self._order[0] != epoch:  # one permutation per epoch per worker
+            self._order = (epoch, epoch_order(len(self.ds), epoch, seed=self.aug.seed, batch_size=self.batch_size,
+                                              shard_id=self.shard_id, num_shards=self.num_shards,
+                                              train=self.aug.train, shuffle=self.shuffle))
+        return self._order[1]
+
+    def __call__(self, info):
+        epoch = self.start_epoch + info.epoch_idx
+        first = self.start_batch * self.batch_size if info.epoch_idx == 0 else 0
+        order = self.order(epoch)
+        pos = first + info.idx_in_epoch
+        if pos >= len(order):
+            raise StopIteration
+        index = int(order[pos])
+        padding = index < 0
+        if padding:  # eval padding row: any real sample, reported as index -1
+            index = int(order[0]) if order[0] >= 0 else 0
+        sample = self.ds[index]
+        bad = -1
+        reason = check_image(sample.image, sample.size)
+        if reason is not None:
+            # Never raise here: DALI would re-raise a plain Exception wrapping the worker's traceback. The parent
+            # sees `bad` in the metadata and raises the UserError itself (or counts the skip with skip_bad).
+            bad, (sample, index) = index, self._substitute(order, pos)
+            padding = padding or not self.aug.train
+        c, h, w = sample.size
+        p = sample_params(self.aug, epoch, index, w, h, sample.joints)
+        joints = transform_joints(np.asarray(sample.joints, np.float32), w, h, p, self.aug.perm)
+        if joints.shape[0] == 0:  # one all-absent person keeps the shapes simple
+            joints = np.zeros((1, *joints.shape[1:]), np.float32)
+        graph = np.array([p.res_w, p.res_h, p.crop_x, p.crop_y, p.crop_w, p.crop_h, p.flip], np.float32)
+        meta = np.array([-1 if padding else index, p.scale, p.flip, p.crop_h, p.crop_w, p.crop_x, p.crop_y,
+                         p.clamped, bad], np.float64)
+        return np.frombuffer(sample.image, np.uint8), joints, graph, meta
+
+    def _substitute(self, order: np.ndarray, pos: int):
+        """The next sample of this epoch's order (wrapping) that passes the check: (sample, index)."""
+        n = len(order)
+        for step in range(1, n + 1):
+            index = int(order[(pos + step) % n])
+            if index < 0:
+                continue
+            sample = self.ds[index]
+            if check_image(sample.image, sample.size) is None:
+                return sample, index
+        raise UserError(f"{self.ds.root}: no sample of split '{self.ds.split}' on this rank holds a readable image; "
+                        f"the dataset is corrupt. Convert it again.")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The DALI graph and the loader.
+
+
+def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_workers: int, device_id: int | None,
+                    seed: int, crop: bool, mean: list[float]):
+    from nvidia.dali import fn, types
+    from nvidia.dali.pipeline import Pipeline
+
+    gpu = device_id is not None
+    # fork starts workers fast, but cannot follow an initialised CUDA context; spawn then (needs a __main__ guard).
+    start = "spawn" if gpu and torch.cuda.is_initialized() else "fork"
+    pipe = Pipeline(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed,
+                    py_num_workers=max(num_workers, 1), py_start_method=start, prefetch_queue_depth=PREFETCH,
+                    exec_dynamic=True)
+    with pipe:
+        data, joints, graph, meta = fn.external_source(
+            source=source, num_outputs=4, batch=False, parallel=num_workers > 0, prefetch_queue_depth=PREFETCH,
+            dtype=[types.UINT8, types.FLOAT, types.FLOAT, types.FLOAT64])
+        images = fn.decoders.image(data, device="mixed" if gpu else "cpu", output_type=types.RGB)  # (H, W, 3) uint8
+        images = fn.resize(images, resize_x=graph[G_RES_W], resize_y=graph[G_RES_H], interp_type=types.INTERP_LINEAR,
+                           antialias=True)
+        if crop:
+            images = fn.slice(images, fn.stack(graph[G_CROP_X], graph[G_CROP_Y]),
+                              fn.stack(graph[G_CROP_W], graph[G_CROP_H]), axis_names="WH",
+                              normalized_anchor=False, normalized_shape=False)  # absolute pixels
+        images = fn.crop_mirror_normalize(images, mirror=fn.cast(graph[G_FLIP], dtype=types.INT32), mean=mean,
+                                          std=[1.0, 1.0, 1.0], dtype=types.FLOAT, output_layout="CHW")  # (3, H, W)
+        images = fn.pad(images, axis_names="HW", align=[ALIGN, ALIGN], fill_value=0.0)  # (3, H16, W16)
+        pipe.set_outputs(images, joints, meta)
+    pipe.build()
+    return pipe
+
+
+def resolve_device(cfg_device: str, device) -> torch.device:
+    """The torch device batches go to: `device` if given, else cfg.device (auto = cuda where available)."""
+    want = str(device) if device is not None else cfg_device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(want)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{want}' was requested but this machine has no CUDA GPU (torch "
+                        f"{torch.__version__}). Use device: auto or cpu.")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu or cuda, got {want}")
+    return dev
+
+
+class Loader:
+    """Iterable of `Batch` over one split for one rank; each `iter()` runs one epoch from the current position."""
+
+    def __init__(self, ds: ShardDataset, aug: Augment, *, batch_size: int, shard_id: int, num_shards: int,
+                 shuffle: bool, device: torch.device, num_threads: int, num_workers: int, start_epoch: int,
+                 start_batch: int, skip_bad: bool, max_persons: int, dtype: torch.dtype, channels_last: bool,
+                 mean: list[float]):
+        self.ds, self.aug, self.batch_size = ds, aug, batch_size
+        self.shard_id, self.num_shards, self.shuffle = shard_id, num_shards, shuffle
+        self.device, self.dtype, self.channels_last, self.max_persons = device, dtype, channels_last, max_persons
+        self.skip_bad = skip_bad
+        self._len = batches_per_epoch(len(ds), batch_size, num_shards, aug.train)
+        if self._len == 0:
+            raise UserError(f"{ds.root}: split '{ds.split}' has {len(ds)} samples, too few for {num_shards} rank(s) "
+                            f"x batch_size {batch_size} (a train epoch drops the remainder). Lower batch_size or add "
+                            f"samples.")
+        start_epoch += start_batch // self._len  # a position at the end of an epoch is the start of the next
+        start_batch %= self._len
+        self.epoch, self.batch = start_epoch, start_batch
+        self.clamped = 0
+        self.skipped: list[int] = []  # sample indices replaced because their image is corrupt (skip_bad)
+        self._source = _Source(ds, aug, batch_size=batch_size, shard_id=shard_id, num_shards=num_shards,
+                               shuffle=shuffle, start_epoch=start_epoch, start_batch=start_batch, skip_bad=skip_bad)
+        device_id = None
+        if device.type == "cuda":
+            device_id = device.index if device.index is not None else torch.cuda.current_device()
+        self._pipe = _build_pipeline(self._source, batch_size=batch_size, num_threads=num_threads,
+                                     num_workers=num_workers, device_id=device_id, seed=aug.seed,
+                                     crop=aug.train and aug.crop_w > 0, mean=mean)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self):
+        while self.batch < self._len:
+            try:
+                outputs = self._pipe.run()
+            except StopIteration:  # cannot happen while batch < len; a bug if it does
+                raise RuntimeError(f"the DALI pipeline ended epoch {self.epoch} early at batch {self.batch}") from None
+            except UserError:
+                raise
+            except Exception as e:
+                raise self._explain(e) from e
+            batch = self._to_batch(outputs)
+            self.batch += 1
+            yield batch
+        # The source raises StopIteration after the epoch's last sample; take it and reset for the next epoch.
+        try:
+            self._pipe.run()
+            raise RuntimeError(f"the DALI pipeline ran past the end of epoch {self.epoch}")
+        except StopIteration:
+            pass
+        self._pipe.reset()
+        self.epoch += 1
+        self.batch = 0
+
+    def _to_batch(self, outputs) -> Batch:
+        images_tl, joints_tl, meta_tl = outputs
+        meta = np.array(meta_tl.as_tensor())  # (B, META_LEN)
+        self.clamped += int(meta[meta[:, M_INDEX] >= 0, M_CLAMPED].sum())  # padding rows are not samples
+        for bad in meta[:, M_BAD]:
+            if bad >= 0 and not self.skip_bad:
+                index = int(bad)
+                raise _bad_sample_error(self.ds, index, check_image(self.ds.image_bytes(index), self.ds[index].size))
+            if bad >= 0:
+                self.skipped.append(int(bad))
+        # Joints: pad persons to the batch maximum (at least max_persons).
+        per = [np.array(joints_tl[i]) for i in range(len(joints_tl))]  # (P_i, K, 3)
+        p_max = max(self.max_persons, *(j.shape[0] for j in per))
+        joints = np.zeros((len(per), p_max, *per[0].shape[1:]), np.float32)  # (B, P, K, 3)
+        for i, j in enumerate(per):
+            joints[i, :j.shape[0]] = j
+        images = self._images(images_tl)
+        dev = self.device
+        return Batch(
+            images=images,
+            joints=torch.from_numpy(joints).to(dev),
+            scale=torch.from_numpy(meta[:, M_SCALE].astype(np.float32)).to(dev),
+            flipped=torch.from_numpy(meta[:, M_FLIP] > 0).to(dev),
+            valid_hw=torch.from_numpy(meta[:, [M_VALID_H, M_VALID_W]].astype(np.int32)).to(dev),
+            index=torch.from_numpy(meta[:, M_INDEX].astype(np.int64)).to(dev),
+            offset=torch.from_numpy(meta[:, [M_OFF_X, M_OFF_Y]].astype(np.float32)).to(dev),
+        )
+
+    def _images(self, tl) -> torch.Tensor:
+        tensor = tl.as_tensor()  # (B, 3, H, W) float32
+        if self.device.type == "cuda":
+            from nvidia.dali.plugin.pytorch import feed_ndarray
+
+            out = torch.empty(tensor.shape(), dtype=torch.float32, device=self.device)
+            feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream(self.device))
+        else:
+            out = torch.from_numpy(np.array(tensor))  # a copy: DALI reuses its buffers
+        if self.dtype != torch.float32:
+            out = out.to(self.dtype)
+        if self.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
+
+    def _explain(self, error: Exception) -> Exception:
+        """Map a DALI error (a decode failure) back to the sample that caused it, by decoding this batch again."""
+        order = self._source.order(self.epoch)
+        # This batch and the ones DALI may have prefetched (the error can surface while they are being prepared).
+        rows = order[self.batch * self.batch_size:(self.batch + 1 + PREFETCH) * self.batch_size]
+        for index in rows:
+            if index < 0:
+                continue
+            reason = decode_check(self.ds.image_bytes(int(index)))
+            if reason is not None:
+                return _bad_sample_error(self.ds, int(index), reason)
+        return error
+
+    def close(self) -> None:
+        pipe, self._pipe = getattr(self, "_pipe", None), None
+        if pipe is not None:
+            del pipe  # DALI stops its worker processes when the pipeline is destroyed
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def build_loader(cfg, dataset_dir, split: str = "train", *, train: bool = True, batch_size: int | None = None,
+                 shard_id: int = 0, num_shards: int = 1, device=None, start_epoch: int = 0, start_batch: int = 0,
+                 num_joints: int | None = None, skip_bad: bool = False, max_persons: int = 0,
+                 dtype: torch.dtype = torch.float32, channels_last: bool = False) -> Loader:
+    """A `Loader` over `dataset_dir`/`split` for rank `shard_id` of `num_shards` (see the module docstring)."""
+    ds = ShardDataset(Path(dataset_dir), split)
+    k = ds.num_joints
+    if num_joints is not None and num_joints != k:
+        raise UserError(f"{dataset_dir}: the dataset has {k} joints but {num_joints} were expected (num_joints in "
+                        f"the config or the model). Use a model/config for {k} joints or convert the data again.")
+    if cfg.num_joints and cfg.num_joints != k:
+        raise UserError(f"The config says num_joints = {cfg.num_joints} but the dataset {dataset_dir} has {k} "
+                        f"joints. Remove num_joints from the config or convert the data with {cfg.num_joints} joints.")
+    groups = cfg.all_joints or ds.all_joints
+    for group in groups:
+        if any(not 0 <= j < k for j in group):
+            raise UserError(f"all_joints contains {group} but the dataset {dataset_dir} has {k} joints (ids "
+                            f"0..{k - 1}). Fix all_joints in the config.")
+    if not 0 <= shard_id < num_shards:
+        raise ValueError(f"shard_id must be in 0..{num_shards - 1}, got {shard_id}")
+    crop_w, crop_h = (cfg.crop_size if cfg.crop_size else (0, 0))
+    aug = Augment(train=train, global_scale=float(cfg.global_scale), jitter_lo=float(cfg.scale_jitter_lo),
+                  jitter_up=float(cfg.scale_jitter_up), mirror=bool(cfg.mirror),
+                  max_input_size=int(cfg.max_input_size), crop_w=int(crop_w), crop_h=int(crop_h), seed=int(cfg.seed),
+                  perm=symmetric_permutation(k, groups))
+    return Loader(ds, aug, batch_size=batch_size or cfg.batch_size, shard_id=shard_id, num_shards=num_shards,
+                  shuffle=bool(cfg.shuffle) and train, device=resolve_device(cfg.device, device),
+                  num_threads=max(1, cfg.num_threads), num_workers=cfg.num_workers, start_epoch=start_epoch,
+                  start_batch=start_batch, skip_bad=skip_bad, max_persons=max_persons, dtype=dtype,
+                  channels_last=channels_last, mean=[float(m) for m in cfg.mean_pixel])
+
+
+__all__ = ["Batch", "Loader", "build_loader", "epoch_order", "batches_per_epoch", "sample_params", "transform_joints",
+           "check_image", "symmetric_permutation", "Augment", "Params"]
