@@ -1,0 +1,350 @@
+"""The training loop: shards -> DALI batches -> targets (Triton) -> ResNet -> losses (Triton) -> SGD step.
+
+`train(cfg)` is one readable function. Per iteration (1-based, as the reference's schedule):
+
+    batch   = next(loader)                                   # images (B, 3, H, W), joints (B, P, K, 3), scale (B,)
+    targets = make_targets(batch.joints, grid, stride, pos_dist_thresh * scale, locref_stdev, ignore=padding)
+    out     = model(batch.images)                            # part (B, K, h, w), locref (B, 2K, h, w), ...
+    loss    = part + intermediate + locref_loss_weight * locref (+ pairwise_loss_weight * pairwise)
+    loss.backward(); optimizer.step()
+
+Learning rate: `multi_step` [[lr_k, end_k], ...] gives lr_k for iterations (end_{k-1}, end_k]; max_iter = the last end
+(SGD with momentum; `optimizer: adam` uses the constant adam_lr, as the reference). Logging every display_iters:
+the line `iteration: N loss: X lr: Y` plus images/s and data time, TensorBoard scalars, metrics.jsonl; prediction
+images at every snapshot. The step itself never waits for the device: losses are summed on the device and read at
+log intervals only.
+
+Snapshots every save_iters and at the end (fastpose/checkpoint.py) hold the model, optimiser, iteration, RNG states,
+data position and resolved config; `resume=True` continues from the newest one exactly (the data order and every
+augmentation are functions of (seed, epoch, sample), see fastpose/pipeline.py). SIGINT/SIGTERM write a snapshot and
+exit cleanly. Under torchrun, each rank reads its own part of every epoch and DistributedDataParallel averages the
+gradients; rank 0 logs and saves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from fastpose import checkpoint
+from fastpose.config import Config, with_joints
+from fastpose.errors import UserError
+from fastpose.kernels.losses import locref_loss, part_loss
+from fastpose.kernels.targets import make_targets
+from fastpose.model import build_model, load_imagenet
+from fastpose.pipeline import build_loader
+from fastpose.shards import read_manifest
+
+console = Console(stderr=True)
+
+
+def resolve_dataset(cfg: Config, quiet: bool = False) -> Path:
+    """The shards folder of cfg.dataset; a `.mat` (the seed's format) is converted on first use into a cache."""
+    if not cfg.dataset:
+        raise UserError("The config has no `dataset:`. Set it to a shards folder (fastpose convert ...) or a "
+                        "dataset.mat.")
+    path = Path(cfg.dataset)
+    if path.suffix == ".mat":
+        from fastpose.convert.mat import cached_shards
+
+        return cached_shards(path, cfg, quiet=quiet)
+    read_manifest(path)  # a clear error when it is not a dataset
+    return path
+
+
+def prepare(cfg: Config, quiet: bool = False) -> tuple[Config, Path]:
+    """Fill the joint set from the dataset's manifest; returns (cfg, shards folder)."""
+    data = resolve_dataset(cfg, quiet)
+    manifest = read_manifest(data)
+    cfg = with_joints(cfg, manifest["num_joints"], manifest["joint_names"], manifest["all_joints"],
+                      manifest.get("skeleton"))
+    return cfg, data
+
+
+def padding_ignore(valid_hw: torch.Tensor, grid: tuple[int, int], stride: int) -> torch.Tensor:
+    """(B, 1, H, W) float mask: 1 on cells whose centre lies in the batch padding (their score loss is ignored)."""
+    h, w = grid
+    centre_y = torch.arange(h, device=valid_hw.device) * stride + stride / 2  # (H,)
+    centre_x = torch.arange(w, device=valid_hw.device) * stride + stride / 2  # (W,)
+    outside_y = centre_y[None, :] >= valid_hw[:, 0:1]  # (B, H)
+    outside_x = centre_x[None, :] >= valid_hw[:, 1:2]  # (B, W)
+    return (outside_y[:, :, None] | outside_x[:, None, :]).to(torch.float32)[:, None]  # (B, 1, H, W)
+
+
+def compute_losses(cfg: Config, out: dict, batch) -> dict[str, torch.Tensor]:
+    """The reference's losses for one batch; 'total' = part + intermediate + locref_loss_weight * locref."""
+    part_logits = out["part"].float()  # (B, K, h, w)
+    grid = tuple(part_logits.shape[-2:])
+    t = make_targets(batch.joints, grid, cfg.stride, cfg.pos_dist_thresh * batch.scale, cfg.locref_stdev,
+                     ignore=padding_ignore(batch.valid_hw, grid, cfg.stride),
+                     present_only=cfg.weigh_only_present_joints)
+    losses = {"part": part_loss(part_logits, t.scmap, t.scmap_weights)}
+    total = losses["part"]
+    if out.get("intermediate") is not None:
+        losses["intermediate"] = part_loss(out["intermediate"].float(), t.scmap, t.scmap_weights)
+        total = total + losses["intermediate"]
+    if out.get("locref") is not None:
+        losses["locref"] = locref_loss(out["locref"].float(), t.locref, t.locref_mask, huber=cfg.locref_huber_loss)
+        total = total + cfg.locref_loss_weight * losses["locref"]
+    losses["total"] = total
+    return losses
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) for a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if world > 1:
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    return 0, 1, 0
+
+
+def _device(cfg: Config, local_rank: int) -> torch.device:
+    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError("device: cuda was asked for, but torch sees no GPU. Use device: auto or cpu.")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        decay = cfg.weight_decay if cfg.regularize else 0.0  # the reference declared L2 decay but never applied it
+        return torch.optim.SGD(params, lr=cfg.lr_at(1), momentum=cfg.momentum, weight_decay=decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.adam_lr)
+    raise ValueError(f"optimizer must be one of sgd, adam; got {cfg.optimizer}")
+
+
+class _StopSignal:
+    """SIGINT/SIGTERM set a flag; the loop writes a snapshot at the end of the current step and exits cleanly."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. called from a test thread): no handler
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def train(cfg: Config, *, resume: bool = False, max_iters: int | None = None, quiet: bool = False) -> dict:
+    """Train as `cfg` says. Returns {"iteration", "out_dir", "snapshot", "last_loss", "images_per_s"}.
+
+    max_iters stops early (still writing a snapshot) without changing the schedule, e.g. for benchmarks and tests.
+    """
+    rank, world, local_rank = _distributed()
+    main = rank == 0
+    quiet = quiet or not main
+    cfg, data_dir = prepare(cfg, quiet=quiet)
+    device = _device(cfg, local_rank)
+    out_dir = Path(cfg.out_dir)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    model = build_model(cfg)
+    start_iter, position = 0, {"epoch": 0, "batch": 0}
+    snapshot = checkpoint.latest_snapshot(out_dir, cfg.snapshot_prefix) if resume else None
+    if resume and snapshot is None:
+        raise UserError(f"--resume: no {cfg.snapshot_prefix}-*.pt in {out_dir}. Start without --resume, or point "
+                        f"out_dir at the run to continue.")
+    if snapshot is None and cfg.init_weights:
+        report = load_imagenet(model, cfg.init_weights)
+        if main and not quiet:
+            console.print(f"init_weights {cfg.init_weights}: {len(report['missing'])} missing, "
+                          f"{len(report['unexpected'])} unexpected keys (the heads are new)"
+                          + (f"; missing: {report['missing'][:5]}" if report["missing"] else "")
+                          + (f"; unexpected: {report['unexpected'][:5]}" if report["unexpected"] else ""))
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(cfg, model)
+    if snapshot is not None:
+        ckpt = checkpoint.load_snapshot(snapshot, map_location=device)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        checkpoint.restore_rng(ckpt["rng"])
+        start_iter, position = int(ckpt["iteration"]), dict(ckpt["data_position"])
+        if main and not quiet:
+            console.print(f"resuming from {snapshot} at iteration {start_iter}")
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda"
+                                                        else None)
+    if cfg.compile:
+        net = torch.compile(net)
+
+    use_autocast = device.type == "cuda" and cfg.precision in ("bf16", "fp16")
+    amp_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.precision == "fp16")
+    loader = build_loader(cfg, data_dir, cfg.split, train=True, shard_id=rank, num_shards=world, device=device,
+                          start_epoch=position["epoch"], start_batch=position["batch"],
+                          channels_last=cfg.channels_last)
+    max_iter = cfg.max_iter() if max_iters is None else min(cfg.max_iter(), max_iters)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(out_dir / "config.yaml")
+    tb = _tensorboard(out_dir / cfg.log_dir) if main else None
+    metrics_file = open(out_dir / "metrics.jsonl", "a") if main else None  # noqa: SIM115 (closed in finally)
+
+    it = start_iter
+    sums: dict[str, torch.Tensor] = {}  # loss sums on the device since the last log line: no per-step host sync
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss, or -1
+    window_start, data_time, window_iters = time.perf_counter(), 0.0, 0
+    images_per_s, last_loss, last_snapshot = 0.0, float("nan"), snapshot
+    net.train()
+    progress = Progress(TextColumn("[bold]train[/bold]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        TextColumn("{task.fields[info]}"), console=console, disable=quiet, transient=True)
+    try:
+        with _StopSignal() as stop, progress:
+            task = progress.add_task("train", total=max_iter, completed=it, info="")
+            while it < max_iter and stop.received is None:
+                fetch = time.perf_counter()
+                for batch in loader:
+                    data_time += time.perf_counter() - fetch
+                    it += 1
+                    lr = cfg.lr_at(it) if cfg.optimizer == "sgd" else cfg.adam_lr
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    with torch.autocast(device.type, amp_dtype) if use_autocast else nullcontext():
+                        out = net(batch.images)
+                    losses = compute_losses(cfg, out, batch)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(losses["total"]).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    for name, value in losses.items():
+                        sums[name] = sums.get(name, 0.0) + value.detach()
+                    bad_now = ~torch.isfinite(losses["total"].detach()) & (first_bad < 0)
+                    first_bad = torch.where(bad_now, torch.full_like(first_bad, it), first_bad)
+                    window_iters += 1
+                    progress.update(task, completed=it)
+
+                    last_step = it >= max_iter or stop.received is not None
+                    if it % cfg.display_iters == 0 or last_step:
+                        # Log interval: the one place the loop waits for the device (.item()).
+                        bad = int(first_bad.item())
+                        if bad >= 0:
+                            raise UserError(_non_finite_message(bad, sums, last_snapshot))
+                        elapsed = time.perf_counter() - window_start
+                        images_per_s = window_iters * cfg.batch_size * world / max(elapsed, 1e-9)
+                        means = {k: float(v.item()) / window_iters for k, v in sums.items()}  # host sync (log)
+                        last_loss = means["total"]
+                        if main:
+                            _log(it, lr, means, images_per_s, data_time / window_iters, tb, metrics_file, quiet)
+                            progress.update(task, info=f"loss {last_loss:.4f}  {images_per_s:.1f} img/s")
+                        sums, window_start, data_time, window_iters = {}, time.perf_counter(), 0.0, 0
+                    if it % cfg.save_iters == 0 or last_step:
+                        position = {"epoch": loader.epoch, "batch": loader.batch}
+                        if main:
+                            last_snapshot = checkpoint.save_snapshot(
+                                out_dir, it, model=model, optimizer=optimizer, cfg=cfg, data_position=position,
+                                prefix=cfg.snapshot_prefix, max_to_keep=cfg.max_to_keep)
+                            _log_images(tb, cfg, model, batch, out, it)
+                    if last_step:
+                        break
+                    fetch = time.perf_counter()
+            if stop.received is not None and main:
+                console.print(f"stopped by signal {stop.received} at iteration {it}; snapshot {last_snapshot}. "
+                              f"Continue with: fastpose train CONFIG --resume (out_dir {out_dir})")
+    except torch.OutOfMemoryError:
+        raise UserError(f"Out of GPU memory at iteration {it + 1} (batch_size {cfg.batch_size}, max_input_size "
+                        f"{cfg.max_input_size}). Lower batch_size, set crop_size: [w, h] or a smaller "
+                        f"max_input_size, or use precision: bf16; then resume with --resume.") from None
+    finally:
+        loader.close()
+        if tb is not None:
+            tb.close()
+        if metrics_file is not None:
+            metrics_file.close()
+    return {"iteration": it, "out_dir": str(out_dir), "snapshot": str(last_snapshot) if last_snapshot else None,
+            "last_loss": last_loss, "images_per_s": images_per_s, "config": cfg}
+
+
+def _non_finite_message(step: int, sums: dict, snapshot) -> str:
+    parts = ", ".join(f"{k} {float(v):.4g}" for k, v in sums.items() if k != "total")
+    resume = f" The last good snapshot is {snapshot}." if snapshot else ""
+    return (f"The loss became non-finite at iteration {step} (sums since the last log line: {parts}). Training "
+            f"stopped without saving the broken weights.{resume} Lower the learning rate (multi_step / adam_lr), "
+            f"check the data with `fastpose info --verify`, or use precision: fp32; then resume with --resume.")
+
+
+def _log(it, lr, means, images_per_s, data_time, tb, metrics_file, quiet) -> None:
+    line = f"iteration: {it} loss: {means['total']:.4f} lr: {lr:g}"
+    parts = "  ".join(f"{k} {v:.4f}" for k, v in means.items() if k != "total")
+    if not quiet:
+        console.print(f"{line}  ({parts})  {images_per_s:.1f} img/s  data {data_time * 1000:.1f} ms/it",
+                      highlight=False)
+    record = {"iteration": it, "loss": means["total"], "lr": lr, **{f"loss_{k}": v for k, v in means.items()},
+              "images_per_s": images_per_s, "data_time_s": data_time}
+    metrics_file.write(json.dumps(record) + "\n")
+    metrics_file.flush()
+    if tb is not None:
+        for k, v in means.items():
+            tb.add_scalar(f"loss/{k}", v, it)
+        tb.add_scalar("lr", lr, it)
+        tb.add_scalar("images_per_s", images_per_s, it)
+        tb.add_scalar("data_time_ms", data_time * 1000, it)
+
+
+def _tensorboard(log_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency; a broken install should not stop training
+        console.print("[yellow]tensorboard could not be imported: no TensorBoard logs[/yellow]")
+        return None
+    return SummaryWriter(str(log_dir))
+
+
+@torch.no_grad()
+def _log_images(tb, cfg: Config, model, batch, out: dict, it: int, count: int = 4) -> None:
+    """Predictions drawn on the first images of the batch (TensorBoard 'predictions')."""
+    if tb is None:
+        return
+    import numpy as np
+
+    from fastpose.decode import decode
+    from fastpose.predict import draw_pose
+
+    n = min(count, batch.images.shape[0])
+    pred = decode(out["part"][:n].float(), None if out.get("locref") is None else out["locref"][:n].float(),
+                  stride=cfg.stride, locref_stdev=cfg.locref_stdev, valid_hw=batch.valid_hw[:n])
+    xy, score = pred[..., :2].cpu().numpy(), pred[..., 2].cpu().numpy()
+    mean = np.array(cfg.mean_pixel, np.float32)[:, None, None]
+    for i in range(n):
+        h, w = (int(v) for v in batch.valid_hw[i])
+        img = (batch.images[i, :, :h, :w].float().cpu().numpy() + mean).clip(0, 255).astype(np.uint8)
+        drawn = draw_pose(np.ascontiguousarray(img.transpose(1, 2, 0)), xy[i], score[i], cfg.skeleton)
+        tb.add_image(f"predictions/{i}", drawn, it, dataformats="HWC")
+
+
+__all__ = ["train", "compute_losses", "padding_ignore", "prepare", "resolve_dataset", "make_optimizer"]
