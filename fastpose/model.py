@@ -16,9 +16,10 @@ so input cell i adds w[t] to output row 2i + t (t = 0, 1, 2) and the row 2n of t
 cut. PyTorch's ConvTranspose2d(padding=1, output_padding=1) instead cuts row 0 and keeps rows 1..2n: the same size but
 shifted by one output cell (8 input pixels). TransposedHead uses padding 0 and drops the last row and column.
 
-Input: `forward(images)` takes RGB images with values 0..255, (B, 3, H, W), and normalises them here as the ImageNet
-weights expect: (x - mean_pixel) / std with torchvision's per-channel std (0.229, 0.224, 0.225) * 255. (The reference
-only subtracted the mean, which suited its TF-slim weights; torchvision's weights were trained on std-scaled inputs.)
+Input: `forward(images)` takes what the pipeline gives, RGB with mean_pixel subtracted (as the reference), and divides
+by torchvision's per-channel std (0.229, 0.224, 0.225) * 255, because torchvision's ImageNet weights were trained on
+std-scaled inputs (the reference's TF-slim weights were not). With frozen batch-norm statistics, inputs ~57x too large
+would wreck the pretrained features.
 """
 
 from __future__ import annotations
@@ -154,8 +155,7 @@ class PoseNet(ResNet):
 
     def __init__(self, net_type: str, num_joints: int, location_refinement: bool = False,
                  intermediate_supervision: bool = False, intermediate_supervision_layer: int = 12,
-                 pairwise_predict: bool = False, freeze_bn: bool = True,
-                 mean_pixel: tuple[float, float, float] = (123.68, 116.779, 103.939)):
+                 pairwise_predict: bool = False, freeze_bn: bool = True):
         super().__init__(net_type)
         if num_joints <= 0:
             raise ValueError(f"num_joints must be positive, got {num_joints}")
@@ -175,8 +175,6 @@ class PoseNet(ResNet):
                                  f"got {intermediate_supervision_layer}")
             self.intermediate_index = intermediate_supervision_layer - 1
             self.intermediate = TransposedHead(self.layer3_channels, k)
-        self.register_buffer("pixel_mean", torch.tensor(mean_pixel, dtype=torch.float32).view(1, 3, 1, 1),
-                             persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD_255, dtype=torch.float32).view(1, 3, 1, 1),
                              persistent=False)
         self._init_weights()
@@ -208,8 +206,8 @@ class PoseNet(ResNet):
         return self
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        """images: (B, 3, H, W) RGB in 0..255 -> heads at 2*ceil(H/16) x 2*ceil(W/16)."""
-        x = (images.to(self.pixel_std.dtype) - self.pixel_mean) / self.pixel_std  # (B, 3, H, W)
+        """images: (B, 3, H, W) RGB minus mean_pixel -> heads at 2*ceil(H/16) x 2*ceil(W/16)."""
+        x = images / self.pixel_std.to(images.dtype)  # (B, 3, H, W)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
         x = self.layer2(self.layer1(x))  # (B, C2, H/8, W/8)
         intermediate = None
@@ -239,8 +237,7 @@ def build_model(cfg) -> PoseNet:
     return PoseNet(cfg.net_type, cfg.num_joints, location_refinement=cfg.location_refinement,
                    intermediate_supervision=cfg.intermediate_supervision,
                    intermediate_supervision_layer=cfg.intermediate_supervision_layer,
-                   pairwise_predict=cfg.pairwise_predict, freeze_bn=cfg.freeze_bn,
-                   mean_pixel=tuple(cfg.mean_pixel))
+                   pairwise_predict=cfg.pairwise_predict, freeze_bn=cfg.freeze_bn)
 
 
 def load_imagenet(model: PoseNet, path: str | Path) -> dict[str, list[str]]:

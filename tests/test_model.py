@@ -140,16 +140,17 @@ def test_freeze_bn_keeps_running_stats_and_trains_affine():
     assert model.bn1.num_batches_tracked.item() == 1
 
 
-def test_input_is_normalised_with_mean_pixel_and_imagenet_std():
-    model = PoseNet("resnet_18", 1, mean_pixel=(100.0, 110.0, 120.0)).eval()
+def test_input_mean_subtracted_is_divided_by_imagenet_std():
+    # The pipeline subtracts mean_pixel; the model only rescales by torchvision's std (its weights expect it).
+    model = PoseNet("resnet_18", 1).eval()
     seen = []
     model.conv1.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
     image = torch.zeros(1, 3, 16, 16)
-    image[0, :, 3, 5] = torch.tensor([100.0 + 0.229 * 255, 110.0, 120.0 - 2 * 0.225 * 255])
+    image[0, :, 3, 5] = torch.tensor([0.229 * 255, 0.0, -2 * 0.225 * 255])
     with torch.no_grad():
         model(image)
     torch.testing.assert_close(seen[0][0, :, 3, 5], torch.tensor([1.0, 0.0, -2.0]))
-    torch.testing.assert_close(seen[0][0, 0, 0, 0], torch.tensor(-100.0 / (0.229 * 255)))
+    torch.testing.assert_close(seen[0][0, 0, 0, 0], torch.tensor(0.0))
 
 
 def test_head_init_is_small_normal_with_zero_bias():
