@@ -154,10 +154,22 @@ def bench_data(cfg, device: torch.device, iters: int) -> dict:
     return out
 
 
-def bench_targets_part(cfg, device: torch.device) -> dict:
-    """make_targets: Triton (GPU) / torch twin / the reference's per-joint numpy loop (tools/bench_targets.py)."""
+def bench_targets_part(device: torch.device, iters: int) -> dict:
+    """make_targets: Triton (GPU) / torch twin / the reference's per-joint numpy loop (tools/bench_targets.py).
+
+    images/s and ms per batch are those of the implementation training uses on this device (Triton on a GPU, the
+    torch twin on the CPU) for the first case (MPII-sized batches); every case and implementation is under "cases".
+    """
     tool = load_tool("bench_targets")
-    return tool.bench_targets(device, None)
+    res = tool.bench_targets(str(device), None, repeats=max(iters, 3))
+    cases = res["cases"]
+    first = cases[next(iter(cases))]
+    impl = "triton" if first.get("triton_ms") is not None else "torch_cpu"
+    ms = first["triton_ms"] if impl == "triton" else first["torch_cpu_ms"]
+    b = first["shape"]["B"]
+    return {"images_per_s": 1e3 * b / ms, "ms_per_batch": ms, "batch_size": b, "runs": max(iters, 3),
+            "implementation": impl, "numpy_ms": first["numpy_ms"], "speedup_vs_numpy": first["numpy_ms"] / ms,
+            "cases": cases}
 
 
 def synthetic_batch(cfg, batch_size: int, size: int, device: torch.device, persons: int = 1):
@@ -250,7 +262,7 @@ def run(parts: list[str], *, config=None, overrides=None, data=None, batch_size=
         if part == "data":
             res = bench_data(cfg, dev, iters)
         elif part == "targets":
-            res = bench_targets_part(cfg, dev)
+            res = bench_targets_part(dev, iters)
         elif part == "step":
             res = bench_step(copy.deepcopy(cfg), dev, size, warmup, iters)
         elif part == "e2e":
@@ -273,6 +285,9 @@ def table(report: dict):
         notes = ""
         if part == "data":
             notes = f"{res['baseline']}: {res['baseline_images_per_s']:.1f} img/s, DALI x{res['ratio']:.2f}"
+        elif part == "targets":
+            notes = (f"{res['implementation']}, x{res['speedup_vs_numpy']:.0f} vs the numpy loop "
+                     f"({res['numpy_ms']:.1f} ms)")
         elif part == "step":
             notes = f"{res['net_type']} {res['size']}x{res['size']} {res['precision']}"
         elif part == "e2e":

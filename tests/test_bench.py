@@ -55,8 +55,11 @@ def test_bench_json_fields(config_file, tmp_path):
     assert "step" in res.output
 
 
-def test_bench_data_and_e2e(config_file):
-    report = bench.run(["data", "e2e"], config=config_file, iters=2, warmup=1, device="cpu")
+def test_bench_data_targets_e2e(config_file):
+    report = bench.run(["data", "targets", "e2e"], config=config_file, iters=2, warmup=1, device="cpu")
+    targets = report["results"]["targets"]
+    assert targets["implementation"] == "torch_cpu" and targets["images_per_s"] > 0
+    assert set(targets["cases"]) == {"mpii", "coco"} and targets["cases"]["mpii"]["triton_ms"] is None
     data, e2e = report["results"]["data"], report["results"]["e2e"]
     assert data["images_per_s"] > 0 and data["baseline_images_per_s"] > 0
     assert data["ratio"] == pytest.approx(data["images_per_s"] / data["baseline_images_per_s"])
