@@ -387,7 +387,7 @@ def test_real_frames_match_the_pil_reference(tmp_path):
     cfg = _cfg("global_scale=0.5")
     with build_loader(cfg, root, train=False, batch_size=2) as loader:
         batches = list(loader)
-    assert [b.images.shape[2:] for b in batches] != []
+    assert sorted(i for b in batches for i in b.index.tolist()) == [0, 1, 2, 3]
     for batch in batches:
         for i, index in enumerate(batch.index.tolist()):
             s = samples[index]
@@ -396,7 +396,8 @@ def test_real_frames_match_the_pil_reference(tmp_path):
             assert (vh, vw) == (math.floor(h * 0.5), math.floor(w * 0.5))
             ref = bench.pil_sample(s.image, vw, vh, False, cfg.mean_pixel)  # (3, vh, vw)
             diff = np.abs(batch.images[i, :, :vh, :vw].numpy() - ref)
-            assert diff.mean() < 1.5 and np.percentile(diff, 99) < 12  # same filter, different rounding
+            # Same filter (antialiased bilinear), different rounding: measured mean 0.15, 99th percentile 1, max 4.
+            assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 2
             present = s.joints[0, :, 2] > 0
             want = (s.joints[0, present, :2] + 0.5) * np.array([vw / w, vh / h]) - 0.5
             np.testing.assert_allclose(batch.joints[i, 0, present, :2].numpy(), want, atol=1e-4)
