@@ -214,10 +214,11 @@ def weights_download(
     out.print(f"init_weights: {path.resolve()}", highlight=False, soft_wrap=True)
 
 
-def _eval_table(metrics: dict, title: str) -> Table:
+def _eval_table(metrics: dict) -> Table:
     """PCK (and PCKh) per symmetric group, then per joint, then the mean, as percentages."""
-    table = Table(title=title)
-    table.add_column("joint / group")
+    table = Table()
+    table.add_column("")
+    table.add_column("name")
     pck, pckh = metrics["pck"], metrics["pckh"]
     table.add_column(f"PCK@{pck['threshold']:g}", justify="right")
     if pckh:
@@ -226,16 +227,16 @@ def _eval_table(metrics: dict, title: str) -> Table:
     def pct(v) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
 
-    def row(name: str, key: str, end: bool = False) -> None:
+    def row(label: str, name: str, key: str, end: bool = False) -> None:
         cells = [pct(pck[key].get(name))] + ([pct(pckh[key].get(name))] if pckh else [])
-        table.add_row(name, *cells, end_section=end)
+        table.add_row(label, name, *cells, end_section=end)
 
     groups, joints = list(pck["per_group"]), list(pck["per_joint"])
     for i, name in enumerate(groups):
-        row(name, "per_group", end=i == len(groups) - 1)
+        row("group" if i == 0 else "", name, "per_group", end=i == len(groups) - 1)
     for i, name in enumerate(joints):
-        row(name, "per_joint", end=i == len(joints) - 1)
-    table.add_row("mean", pct(pck["mean"]), *([pct(pckh["mean"])] if pckh else []), style="bold")
+        row("joint" if i == 0 else "", name, "per_joint", end=i == len(joints) - 1)
+    table.add_row("mean", "all joints", pct(pck["mean"]), *([pct(pckh["mean"])] if pckh else []), style="bold")
     return table
 
 
@@ -278,7 +279,9 @@ def eval_(config: Annotated[Path | None, typer.Argument(help="Config file (defau
     used = result["config"]
     split = split or used.test_split
     written = write_outputs(result, out_dir or Path(checkpoint).parent / f"eval-{split}", json_out)
-    out.print(_eval_table(result["metrics"], f"{checkpoint}  split {split}  ({result['metrics']['samples']} samples)"))
+    out.print(f"{checkpoint}: split '{split}', {result['metrics']['samples']} samples with labelled joints "
+              f"(percent correct)", highlight=False)
+    out.print(_eval_table(result["metrics"]))
     out.print("wrote " + ", ".join(str(p) for p in written))
 
 
@@ -372,6 +375,23 @@ def convert_coco(images: Annotated[Path, typer.Option(help="Folder of the json's
                                workers=workers, skip_bad=skip_bad, overwrite=overwrite,
                                samples_per_shard=samples_per_shard, reencode_jpeg=reencode_jpeg)
     _report_convert(result, out_dir, time.perf_counter() - t0)
+
+
+@app.command()
+def demo(out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo_out"),
+         config: Annotated[Path, typer.Option(help="The demo config.")] = Path("configs/demo.yaml"),
+         n: Annotated[int, typer.Option(help="Synthetic images to draw.")] = 600,
+         max_iters: Annotated[int | None, typer.Option(help="Stop training early.")] = None,
+         set_: SetOpt = None) -> None:
+    """The embedded demo: draw a synthetic dataset, convert, train a small ResNet, evaluate, draw predictions.
+
+    Example: fastpose demo --out demo_out   (what `make demo` runs)
+    """
+    from fastpose.demo import run
+
+    result = run(config, out_dir, n=n, overrides=set_, max_iters=max_iters)
+    out.print(_eval_table(result["metrics"], f"held-out synthetic images ({result['metrics']['samples']} samples)"))
+    out.print(f"predictions drawn in {result['picture']}; snapshot {result['train']['snapshot']}")
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ metrics dict {"pck": {"threshold", "per_joint", "per_group", "mean"}, "pckh": {.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -149,7 +150,14 @@ def evaluate(cfg: Config | None, model_or_checkpoint, split: str | None = None, 
         model = model_or_checkpoint
         dev = next(model.parameters()).device if device is None else torch.device(device)
     split = split or cfg.test_split
+    if not (dataset_dir or cfg.dataset):
+        raise UserError("Nothing to evaluate on: the config has no `dataset:`. Pass --data SHARDS_DIR or set dataset "
+                        "in the config.")
     dataset_dir = Path(dataset_dir or cfg.dataset)
+    if dataset_dir.suffix == ".mat":  # the seed's dataset.mat: converted into cached shards once, as training does
+        from fastpose.train import resolve_dataset
+
+        dataset_dir = resolve_dataset(dataclasses.replace(cfg, dataset=str(dataset_dir)), quiet=True)
     ds = ShardDataset(dataset_dir, split)
     if not cfg.num_joints or not cfg.joint_names:
         cfg = with_joints(cfg, ds.num_joints, ds.joint_names, ds.all_joints, ds.skeleton)
