@@ -214,9 +214,9 @@ def weights_download(
     out.print(f"init_weights: {path.resolve()}", highlight=False, soft_wrap=True)
 
 
-def _eval_table(metrics: dict) -> Table:
+def _eval_table(metrics: dict, title: str | None = None) -> Table:
     """PCK (and PCKh) per symmetric group, then per joint, then the mean, as percentages."""
-    table = Table()
+    table = Table(title=title)
     table.add_column("")
     table.add_column("name")
     pck, pckh = metrics["pck"], metrics["pckh"]
