@@ -15,16 +15,18 @@ import torch
 
 
 def valid_cells(valid_hw: torch.Tensor, grid: tuple[int, int], stride: int) -> torch.Tensor:
-    """(B, H, W) bool: the cells that overlap the valid (unpadded) image, i.e. i < ceil(valid_w / stride).
+    """(B, H, W) bool: the cells whose centre lies inside the valid (unpadded) image, centre < valid size.
 
-    valid_hw (B, 2) = (height, width) of each image in network-input pixels before batch padding.
+    valid_hw (B, 2) = (height, width) of each image in network-input pixels before batch padding. This is the
+    complement of the cells training ignores (fastpose.train.padding_ignore), whose logits are never trained.
     """
     h, w = grid
-    valid_hw = torch.as_tensor(valid_hw).to(torch.float64)
-    cells = torch.ceil(valid_hw / stride).to(torch.long)  # (B, 2) rows, cols of real image
-    device = cells.device
-    rows = torch.arange(h, device=device)[None, :] < cells[:, 0:1]  # (B, H)
-    cols = torch.arange(w, device=device)[None, :] < cells[:, 1:2]  # (B, W)
+    valid_hw = torch.as_tensor(valid_hw)
+    device = valid_hw.device
+    centre_y = torch.arange(h, device=device) * stride + stride / 2  # (H,)
+    centre_x = torch.arange(w, device=device) * stride + stride / 2  # (W,)
+    rows = centre_y[None, :] < valid_hw[:, 0:1]  # (B, H)
+    cols = centre_x[None, :] < valid_hw[:, 1:2]  # (B, W)
     return rows[:, :, None] & cols[:, None, :]
 
 

@@ -70,7 +70,8 @@ def test_centre_without_locref_and_hand_computed_position():
 
 
 def test_padding_cells_never_win():
-    # Sample 0 is 20 x 30 pixels in a batch padded to 32 x 48 (grid 4 x 6): valid cells rows < 3, cols < 4.
+    # Sample 0 is 20 x 30 pixels in a batch padded to 32 x 48 (grid 4 x 6): cell centres 4, 12, 20, 28, ... so the
+    # valid cells (centre < size, as training's padding mask) are rows 0-1 and columns 0-3.
     part = torch.zeros(2, 1, 4, 6)
     part[:, 0, 3, 5] = 10.0  # the highest logit sits in the padding of sample 0
     part[:, 0, 1, 2] = 3.0
@@ -79,7 +80,7 @@ def test_padding_cells_never_win():
     torch.testing.assert_close(out[0, 0, :2], torch.tensor([2 * 8 + 4.0, 1 * 8 + 4.0]))  # the best valid cell
     torch.testing.assert_close(out[1, 0, :2], torch.tensor([5 * 8 + 4.0, 3 * 8 + 4.0]))  # unpadded: the true max
     mask = valid_cells(valid_hw, (4, 6), STRIDE)
-    assert mask[0].sum() == 3 * 4 and mask[1].all()
+    assert mask[0].sum() == 2 * 4 and mask[0, :2, :4].all() and mask[1].all()
 
 
 def test_to_source_affine():
@@ -94,3 +95,12 @@ def test_to_source_affine():
 def test_bad_shapes():
     with pytest.raises(ValueError, match="locref"):
         decode(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 3), STRIDE, STDEV)
+
+
+def test_valid_cells_are_the_cells_training_does_not_ignore():
+    from fastpose.train import padding_ignore
+
+    valid_hw = torch.tensor([[20, 30], [32, 48], [17, 9], [1, 47]])
+    mask = valid_cells(valid_hw, (4, 6), STRIDE)  # (B, H, W)
+    ignored = padding_ignore(valid_hw, (4, 6), STRIDE)[:, 0]  # (B, H, W)
+    assert torch.equal(mask, ignored == 0)
