@@ -286,7 +286,7 @@ def table(report: dict):
         if part == "data":
             notes = f"{res['baseline']}: {res['baseline_images_per_s']:.1f} img/s, DALI x{res['ratio']:.2f}"
         elif part == "targets":
-            notes = (f"{res['implementation']}, x{res['speedup_vs_numpy']:.0f} vs the numpy loop "
+            notes = (f"{res['implementation']}, x{res['speedup_vs_numpy']:.2g} vs the numpy loop "
                      f"({res['numpy_ms']:.1f} ms)")
         elif part == "step":
             notes = f"{res['net_type']} {res['size']}x{res['size']} {res['precision']}"
