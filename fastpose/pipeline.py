@@ -64,7 +64,8 @@ GRAPH_LEN = 7
 
 class Batch(NamedTuple):
     images: torch.Tensor  # (B, 3, H, W) float32 (or bf16) on the device, mean-subtracted, H and W multiples of 16
-    joints: torch.Tensor  # (B, P, K, 3) float32 x, y, present in network-input pixels (after scale, crop and mirror)
+    joints: torch.Tensor  # (B, P, K, 3) float32 x, y, present in network-input pixels (after scale, crop and mirror);
+    #                       P = max(persons in the batch, max_persons); absent joints and padding rows are all 0
     scale: torch.Tensor  # (B,) float32 the scale applied to each sample
     flipped: torch.Tensor  # (B,) bool
     valid_hw: torch.Tensor  # (B, 2) int32 valid height, width (before padding)
@@ -298,7 +299,7 @@ class _Source:
         src = np.asarray(self.ds.joints(index), np.float32)  # (P, K, 3)
         p = sample_params(self.aug, epoch, index, w, h, src)
         joints = transform_joints(src, w, h, p, self.aug.perm)
-        if joints.shape[0] == 0:  # one all-absent person keeps the shapes simple
+        if joints.shape[0] == 0 or padding:  # one all-absent person: no shape is empty, padding rows teach nothing
             joints = np.zeros((1, *joints.shape[1:]), np.float32)
         graph = np.array([p.res_w, p.res_h, p.crop_x, p.crop_y, p.crop_w, p.crop_h, p.flip], np.float32)
         meta = np.array([-1 if padding else index, p.scale, p.flip, p.crop_h, p.crop_w, p.crop_x, p.crop_y,

@@ -278,6 +278,8 @@ def test_eval_sees_every_sample_once_with_padding(dots, eval_runs):
     assert [len(i) for i in indices] == [9, 9]  # 8 samples per rank in 3 batches of 3: one padding row each
     assert indices[0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, -1]
     assert indices[1].tolist() == [8, 9, 10, 11, 12, 13, 14, 15, -1]
+    last = runs[0][0][-1][2]
+    assert not last["joints"][2].any() and last["joints"][:2, :, :, 2].any()  # padding rows carry no joints
 
 
 def test_eval_has_no_augmentation_and_clamps_the_scale(dots, eval_runs):
