@@ -150,7 +150,9 @@ def convert_dlc(project: Path, out_dir: Annotated[Path, typer.Option("--out", he
 
 @app.command()
 def synth(out_dir: Annotated[Path, typer.Option("--out", help="Output folder (dataset.mat + images/).")],
-          n: Annotated[int, typer.Option(help="Number of images.")] = 500, seed: SeedOpt = 0) -> None:
+          n: Annotated[int, typer.Option(help="Number of images.")] = 500, seed: SeedOpt = 0,
+          min_size: Annotated[int, typer.Option(help="Smallest image side.")] = 144,
+          max_size: Annotated[int, typer.Option(help="Largest image side.")] = 208) -> None:
     """Draw a learnable synthetic dataset (stick figures, 11 named joints) in the seed's dataset.mat format.
 
     Example: fastpose synth --out data/synth --n 500 --seed 0 && fastpose convert mat data/synth/dataset.mat \
@@ -162,8 +164,10 @@ def synth(out_dir: Annotated[Path, typer.Option("--out", help="Output folder (da
 
     if n <= 0:
         raise UserError(f"--n {n}: the number of images must be positive.")
+    if not 32 <= min_size <= max_size:
+        raise UserError(f"--min-size {min_size} --max-size {max_size}: need 32 <= min-size <= max-size.")
     t0 = time.perf_counter()
-    path = synth_mod.make_dataset(out_dir, n=n, seed=seed)
+    path = synth_mod.make_dataset(out_dir, n=n, seed=seed, sizes=(min_size, max_size))
     out.print(f"wrote {n} images and {path} in {time.perf_counter() - t0:.1f} s "
               f"(joints: {', '.join(synth_mod.JOINT_NAMES)})")
 

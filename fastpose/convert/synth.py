@@ -74,9 +74,9 @@ def _figure(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return j
 
 
-def draw_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One image (H, W, 3) uint8 RGB and its joints (11, 3) x, y, visibility (0 outside the image)."""
-    h, w = (int(v) for v in rng.integers(144, 209, size=2))
+def draw_sample(rng: np.random.Generator, sizes: tuple[int, int] = (144, 208)) -> tuple[np.ndarray, np.ndarray]:
+    """One image (H, W, 3) uint8 RGB, H and W in [sizes], and its joints (11, 3) x, y, visibility (0 outside)."""
+    h, w = (int(v) for v in rng.integers(sizes[0], sizes[1] + 1, size=2))
     img = _background(rng, h, w)
     j = _figure(rng, h, w)
     size = np.linalg.norm(j[1] - j[2])
@@ -105,14 +105,14 @@ def draw_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return img, joints
 
 
-def make_dataset(out: str | Path, n: int = 500, seed: int = 0) -> Path:
-    """Write `out/dataset.mat` and `out/images/*.png`; returns the .mat path."""
+def make_dataset(out: str | Path, n: int = 500, seed: int = 0, sizes: tuple[int, int] = (144, 208)) -> Path:
+    """Write `out/dataset.mat` and `out/images/*.png` (image sides in [sizes]); returns the .mat path."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     records = []
     for i in range(n):
-        img, joints = draw_sample(rng)
+        img, joints = draw_sample(rng, sizes)
         name = f"images/img{i:05d}.png"
         cv2.imwrite(str(out / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         rows = [[k, joints[k, 0], joints[k, 1]] for k in range(len(JOINT_NAMES)) if joints[k, 2] > 0]

@@ -1,0 +1,189 @@
+"""Training: the loss goes down, loss parts equal plain-torch references, exact resume (also after SIGKILL), signals,
+config errors. Small synthetic data, resnet_18, CPU."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastpose import checkpoint, config
+from fastpose.convert import mat, synth
+from fastpose.errors import UserError
+from fastpose.kernels.targets import make_targets
+from fastpose.train import compute_losses, padding_ignore, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+CFG = """\
+dataset: {data}
+num_joints: 11
+all_joints: [[0], [1], [2], [3, 5], [4, 6], [7, 9], [8, 10]]
+net_type: resnet_18
+freeze_bn: false
+location_refinement: true
+locref_loss_weight: 0.05
+pos_dist_thresh: 10
+scale_jitter_lo: 0.9
+scale_jitter_up: 1.1
+optimizer: sgd
+multi_step: [[0.01, 4], [0.005, 100]]
+batch_size: 4
+display_iters: 2
+save_iters: 3
+num_workers: 1
+num_threads: 1
+channels_last: false
+deterministic: true
+seed: 3
+out_dir: {out}
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    synth.make_dataset(root / "synth", n=20, seed=4, sizes=(64, 80))
+    mat.convert(root / "synth" / "dataset.mat", root / "shards", num_joints=11, split="train=0.8,test=0.2",
+                quiet=True, workers=1)
+    return root / "shards"
+
+
+def write_cfg(tmp_path, data, name="run", **extra):
+    text = CFG.format(data=data, out=tmp_path / name) + "".join(f"{k}: {v}\n" for k, v in extra.items())
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def weights(snapshot):
+    return checkpoint.load_snapshot(snapshot)["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    """8 iterations in one go: the reference for every resume test."""
+    tmp = tmp_path_factory.mktemp("ref")
+    result = train(config.load(write_cfg(tmp, data)), max_iters=8, quiet=True)
+    return result
+
+
+def test_loss_decreases_and_logs(uninterrupted):
+    out = Path(uninterrupted["out_dir"])
+    lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in lines] == [2, 4, 6, 8]
+    assert lines[-1]["loss"] < lines[0]["loss"]
+    assert lines[0]["lr"] == 0.01 and lines[-1]["lr"] == 0.005  # multi_step: (0, 4] then (4, 100]
+    assert {"loss_part", "loss_locref", "images_per_s", "data_time_s"} <= set(lines[0])
+    assert sorted(p.name for p in out.glob("snapshot-*.pt")) == ["snapshot-3.pt", "snapshot-6.pt", "snapshot-8.pt"]
+    saved = config.load(out / "config.yaml")
+    assert saved.num_joints == 11 and saved.joint_names[0] == "joint0"  # the resolved config, filled from the data
+    assert checkpoint.load_snapshot(out / "snapshot-8.pt")["config"]["batch_size"] == 4
+    assert list((out / "log").glob("events.out.tfevents.*"))
+
+
+def test_resume_in_process_is_exact(data, tmp_path, uninterrupted):
+    cfg_path = write_cfg(tmp_path, data)
+    first = train(config.load(cfg_path), max_iters=5, quiet=True)  # snapshot at 3 and at the stop (5)
+    assert first["iteration"] == 5
+    second = train(config.load(cfg_path), resume=True, max_iters=8, quiet=True)
+    assert second["iteration"] == 8
+    assert_same_weights(weights(second["snapshot"]), weights(uninterrupted["snapshot"]))
+
+
+def test_sigkill_between_snapshots_then_resume(data, tmp_path, uninterrupted):
+    cfg_path = write_cfg(tmp_path, data)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fastpose", "train", str(cfg_path), "--max-iters", "8"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "snapshot-3.pt").exists() and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # between snapshot 3 and 6: steps 4.. are lost
+    proc.wait()
+    assert checkpoint.latest_snapshot(out).name == "snapshot-3.pt"
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_weights(weights(out / "snapshot-8.pt"), weights(uninterrupted["snapshot"]))
+
+
+def test_sigterm_writes_snapshot_and_exits_zero(data, tmp_path):
+    cfg_path = write_cfg(tmp_path, data, save_iters=1000)
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "fastpose", "train", str(cfg_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "metrics.jsonl").exists():  # the first log line: training runs
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, output[-2000:]
+    assert "--resume" in output
+    snap = checkpoint.latest_snapshot(out)
+    assert snap is not None and 2 <= checkpoint.load_snapshot(snap)["iteration"] < 100
+
+
+def test_loss_parts_equal_plain_torch(data):
+    cfg = config.load(None, num_joints=11, location_refinement=True, intermediate_supervision=False,
+                      pos_dist_thresh=10.0, locref_huber_loss=True)
+    g = torch.Generator().manual_seed(0)
+    b, k, h, w = 3, 11, 9, 10
+    joints = torch.rand(b, 1, k, 3, generator=g) * torch.tensor([w * 8.0, h * 8.0, 1.0])
+    joints[..., 2] = (joints[..., 2] > 0.3).float()
+    valid_hw = torch.tensor([[72, 80], [60, 80], [72, 50]], dtype=torch.int32)
+    out = {"part": torch.randn(b, k, h, w, generator=g), "locref": torch.randn(b, 2 * k, h, w, generator=g) * 2,
+           "intermediate": None}
+
+    class Batch:
+        pass
+
+    batch = Batch()
+    batch.joints, batch.scale, batch.valid_hw = joints, torch.tensor([1.0, 0.9, 1.1]), valid_hw
+    losses = compute_losses(cfg, out, batch)
+    t = make_targets(joints, (h, w), 8, 10.0 * batch.scale, cfg.locref_stdev, ignore=padding_ignore(valid_hw, (h, w), 8))
+    wts = t.scmap_weights
+    assert 0 < (wts == 0).sum() < wts.numel()  # the padding of samples 2 and 3 is ignored
+    ce = F.binary_cross_entropy_with_logits(out["part"], t.scmap, reduction="none")
+    part = (ce * wts).sum() / (wts != 0).sum()
+    hub = F.huber_loss(out["locref"], t.locref, reduction="none", delta=1.0)
+    locref = (hub * t.locref_mask).sum() / (t.locref_mask != 0).sum()
+    torch.testing.assert_close(losses["part"], part, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses["locref"], locref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses["total"], part + 0.05 * locref, rtol=1e-5, atol=1e-6)
+
+
+def test_padding_ignore_marks_cells_beyond_the_valid_size():
+    mask = padding_ignore(torch.tensor([[16, 24], [8, 8]]), (3, 4), 8)
+    # sample 0: rows with centre 4, 12 are inside 16; row centre 20 is not. cols 4, 12, 20 inside 24; 28 is not.
+    np.testing.assert_array_equal(mask[0, 0].numpy(), [[0, 0, 0, 1], [0, 0, 0, 1], [1, 1, 1, 1]])
+    np.testing.assert_array_equal(mask[1, 0].numpy(), [[0, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]])
+
+
+def test_resume_without_snapshot_and_config_errors(data, tmp_path):
+    with pytest.raises(UserError, match="--resume: no snapshot"):
+        train(config.load(write_cfg(tmp_path, data)), resume=True, quiet=True)
+    with pytest.raises(UserError, match="resnet_50 has 6 blocks in layer3"):
+        config.load(write_cfg(tmp_path, data, net_type="resnet_50", intermediate_supervision="true"))
+    with pytest.raises(UserError, match="num_joints = 11 but the dataset"):
+        train(config.load(write_cfg(tmp_path, data), ["num_joints=12", "all_joints=[]"]), quiet=True)
+
+
+def test_non_finite_loss_stops_with_the_step(data, tmp_path):
+    cfg = config.load(write_cfg(tmp_path, data), ["multi_step=[[1.0e+30, 6]]", "display_iters=3"])
+    with pytest.raises(UserError, match=r"non-finite at iteration [1-3]\b"):
+        train(cfg, quiet=True)
+    assert not list((tmp_path / "run").glob("snapshot-*.pt"))
