@@ -31,6 +31,12 @@ lockstep, and since the permutation changes every epoch no sample is systematica
 shuffle, jitter, mirror or crop; rank r takes the r-th contiguous chunk of ceil(len / num_shards) samples and the last
 partial batch is padded with rows whose `index` is -1: every sample is seen exactly once, none is dropped.
 
+Back to the source image (eval/predict): a network-input x of a sample maps back as x_s = W' - 1 - x when flipped
+(W' = valid width), then x_s += offset_x, then x_src = (x_s + 0.5) * W / floor(W s) - 0.5 (same for y).
+
+Workers are forked (fast start-up) unless CUDA is already initialised in the process, where DALI needs spawn (the
+calling script then needs an `if __name__ == "__main__":` guard).
+
 Corrupt images: the source checks each image cheaply (format magic, end marker, header size against the shard's
 `size`) and a failure raises `UserError` naming the shard file, its row and the sample index; with `skip_bad=True` the
 sample is replaced by the next good one of the epoch (an eval row becomes padding, index -1) and recorded in
