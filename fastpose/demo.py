@@ -20,7 +20,6 @@ from fastpose.predict import draw_pose
 from fastpose.shards import ShardDataset
 from fastpose.train import train
 
-
 # Small images keep the CPU demo to a few minutes (a ResNet step costs about the square of the side).
 DEMO_SIZES = (112, 144)
 

@@ -25,8 +25,9 @@ Stages, per sample:
    rounded up to a multiple of 16; `valid_hw` gives the unpadded size so the targets can give the padding zero weight.
 
 Epochs and sharding. Train: each epoch is a permutation of the split derived statelessly from (seed, epoch) (identity
-order with `shuffle: false`); rank r of `num_shards` takes the r-th of num_shards equal contiguous parts of it, and
-each rank yields floor(len / num_shards / batch_size) batches per epoch: the remainder is dropped so all ranks stay in
+order with `shuffle: false`); rank r of `num_shards` takes positions r, r + num_shards, r + 2 num_shards, ... of it
+(so the ranks' i-th batches together are the i-th batch of one process with num_shards x batch_size), and each rank
+yields floor(len / num_shards / batch_size) batches per epoch: the remainder is dropped so all ranks stay in
 lockstep, and since the permutation changes every epoch no sample is systematically left out. Eval (train=False): no
 shuffle, jitter, mirror or crop; rank r takes the r-th contiguous chunk of ceil(len / num_shards) samples and the last
 partial batch is padded with rows whose `index` is -1: every sample is seen exactly once, none is dropped.
@@ -96,8 +97,9 @@ def epoch_order(n: int, epoch: int, *, seed: int, batch_size: int, shard_id: int
     rows = batches_per_epoch(n, batch_size, num_shards, train) * batch_size
     if train:
         order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-        per_rank = n // num_shards
-        return order[shard_id * per_rank:shard_id * per_rank + rows].astype(np.int64)
+        # Interleaved: rank r takes positions r, r + num_shards, ... so the ranks' i-th batches together are exactly
+        # the i-th batch of one process with num_shards x batch_size (what DDP equivalence needs).
+        return order[shard_id::num_shards][:rows].astype(np.int64)
     chunk = math.ceil(n / num_shards)
     mine = np.arange(shard_id * chunk, min((shard_id + 1) * chunk, n), dtype=np.int64)
     return np.concatenate([mine, np.full(rows - len(mine), -1, np.int64)])
@@ -349,7 +351,8 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
                     exec_dynamic=True)
     with pipe:
         data, joints, graph, meta = fn.external_source(
-            source=source, num_outputs=4, batch=False, parallel=num_workers > 0, prefetch_queue_depth=PREFETCH,
+            source=source, num_outputs=4, batch=False, parallel=num_workers > 0,
+            **({"prefetch_queue_depth": PREFETCH} if num_workers > 0 else {}),  # parallel sources only
             dtype=[types.UINT8, types.FLOAT, types.FLOAT, types.FLOAT64])
         images = fn.decoders.image(data, device="mixed" if gpu else "cpu", output_type=types.RGB)  # (H, W, 3) uint8
         images = fn.resize(images, resize_x=graph[G_RES_W], resize_y=graph[G_RES_H], interp_type=types.INTERP_LINEAR,

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from fastpose.kernels.targets import make_targets
 
 from fastpose.decode import decode, to_sample, to_source, valid_cells
+from fastpose.kernels.targets import make_targets
 
 STRIDE = 8
 STDEV = 7.2801

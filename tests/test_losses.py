@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from fastpose.kernels import losses
 from fastpose.kernels.losses import (
     locref_loss,

@@ -252,9 +252,11 @@ def test_sharding_splits_an_epoch_into_disjoint_covering_parts():
         parts = [epoch_order(n, epoch, seed=5, batch_size=b, shard_id=r, num_shards=2) for r in range(2)]
         assert [len(p) for p in parts] == [9, 9] and batches_per_epoch(n, b, 2, True) == 3  # floor(23 / 2 / 3)
         assert not set(parts[0]) & set(parts[1])
-        # The two parts are the first 2 x 11 entries of the epoch's permutation: only the remainder differs.
+        # Interleaved: the ranks' i-th batches together are the i-th batch of one process with batch 2 x b.
         perm = epoch_order(n, epoch, seed=5, batch_size=1, shard_id=0, num_shards=1)
-        assert sorted(np.concatenate(parts)) == sorted(np.concatenate([perm[:9], perm[11:20]]))
+        for i in range(3):
+            together = np.concatenate([parts[0][i * b:(i + 1) * b], parts[1][i * b:(i + 1) * b]])
+            assert sorted(together) == sorted(perm[i * 2 * b:(i + 1) * 2 * b])
     parts = [epoch_order(n, 0, seed=5, batch_size=b, shard_id=r, num_shards=3, train=False) for r in range(3)]
     assert [len(p) for p in parts] == [9, 9, 9]  # ceil(ceil(23 / 3) / 3) = 3 batches each
     real = np.concatenate(parts)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from fastpose.kernels.targets import Targets, make_targets, make_targets_torch, make_targets_triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))

@@ -127,7 +127,8 @@ def test_sigterm_writes_snapshot_and_exits_zero(data, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "fastpose", "train", str(cfg_path)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
-    while time.time() < deadline and not (out / "metrics.jsonl").exists():  # the first log line: training runs
+    log = out / "metrics.jsonl"
+    while time.time() < deadline and not (log.exists() and log.read_text()):  # the first log line: training runs
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=240)
@@ -154,7 +155,8 @@ def test_loss_parts_equal_plain_torch(data):
     batch = Batch()
     batch.joints, batch.scale, batch.valid_hw = joints, torch.tensor([1.0, 0.9, 1.1]), valid_hw
     losses = compute_losses(cfg, out, batch)
-    t = make_targets(joints, (h, w), 8, 10.0 * batch.scale, cfg.locref_stdev, ignore=padding_ignore(valid_hw, (h, w), 8))
+    ignore = padding_ignore(valid_hw, (h, w), 8)
+    t = make_targets(joints, (h, w), 8, 10.0 * batch.scale, cfg.locref_stdev, ignore=ignore)
     wts = t.scmap_weights
     assert 0 < (wts == 0).sum() < wts.numel()  # the padding of samples 2 and 3 is ignored
     ce = F.binary_cross_entropy_with_logits(out["part"], t.scmap, reduction="none")

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from fastpose.kernels.targets import make_targets_torch, make_targets_triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
