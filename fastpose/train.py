@@ -265,10 +265,11 @@ def train(cfg: Config, *, resume: bool = False, max_iters: int | None = None, qu
                         sums, window_start, data_time, window_iters = {}, time.perf_counter(), 0.0, 0
                     if it % cfg.save_iters == 0 or last_step:
                         position = {"epoch": loader.epoch, "batch": loader.batch}
+                        extra = {"world_size": world, "rank_param_spread": _rank_spread(model) if world > 1 else 0.0}
                         if main:
                             last_snapshot = checkpoint.save_snapshot(
                                 out_dir, it, model=model, optimizer=optimizer, cfg=cfg, data_position=position,
-                                prefix=cfg.snapshot_prefix, max_to_keep=cfg.max_to_keep)
+                                extra=extra, prefix=cfg.snapshot_prefix, max_to_keep=cfg.max_to_keep)
                             _log_images(tb, cfg, model, batch, out, it)
                     if last_step:
                         break
@@ -288,6 +289,15 @@ def train(cfg: Config, *, resume: bool = False, max_iters: int | None = None, qu
             metrics_file.close()
     return {"iteration": it, "out_dir": str(out_dir), "snapshot": str(last_snapshot) if last_snapshot else None,
             "last_loss": last_loss, "images_per_s": images_per_s, "config": cfg}
+
+
+def _rank_spread(model: torch.nn.Module) -> float:
+    """Largest difference of a parameter fingerprint between ranks (0.0 when DDP kept them identical, as it must)."""
+    flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])
+    fingerprint = torch.stack([flat.sum(), (flat * flat).sum(), flat.abs().max()])  # (3,)
+    gathered = [torch.zeros_like(fingerprint) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, fingerprint)
+    return float(max((g - gathered[0]).abs().max() for g in gathered))
 
 
 def _non_finite_message(step: int, sums: dict, snapshot) -> str:

@@ -140,7 +140,7 @@ def test_sigterm_writes_snapshot_and_exits_zero(data, tmp_path):
 
 def test_loss_parts_equal_plain_torch(data):
     cfg = config.load(None, num_joints=11, location_refinement=True, intermediate_supervision=False,
-                      pos_dist_thresh=10.0, locref_huber_loss=True)
+                      pos_dist_thresh=10.0, locref_huber_loss=True, locref_loss_weight=0.05)
     g = torch.Generator().manual_seed(0)
     b, k, h, w = 3, 11, 9, 10
     joints = torch.rand(b, 1, k, 3, generator=g) * torch.tensor([w * 8.0, h * 8.0, 1.0])
@@ -180,7 +180,7 @@ def test_resume_without_snapshot_and_config_errors(data, tmp_path):
         train(config.load(write_cfg(tmp_path, data)), resume=True, quiet=True)
     with pytest.raises(UserError, match="resnet_50 has 6 blocks in layer3"):
         config.load(write_cfg(tmp_path, data, net_type="resnet_50", intermediate_supervision="true"))
-    with pytest.raises(UserError, match="num_joints = 11 but the dataset"):
+    with pytest.raises(UserError, match="num_joints = 12 but the dataset .* has 11 joints"):
         train(config.load(write_cfg(tmp_path, data), ["num_joints=12", "all_joints=[]"]), quiet=True)
 
 
