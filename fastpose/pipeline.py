@@ -23,6 +23,9 @@ Stages, per sample:
 6. Normalise: subtract mean_pixel (RGB), no division (as the reference); CHW float.
 7. Pad: every image of a batch is padded with 0 (after mean subtraction) to the batch's largest height and width
    rounded up to a multiple of 16; `valid_hw` gives the unpadded size so the targets can give the padding zero weight.
+8. Ignore regions (train on COCO shards only): the source decodes the sample's meta["ignore_rle"] and samples it at the
+   output grid's cell centres mapped back through mirror, crop and resize (`ignore_grid`); `Batch.ignore` carries it
+   (zero-padded like the images) and training's score loss skips those cells.
 
 Epochs and sharding. Train: each epoch is a permutation of the split derived statelessly from (seed, epoch) (identity
 order with `shuffle: false`); rank r of `num_shards` takes positions r, r + num_shards, r + 2 num_shards, ... of it
@@ -47,6 +50,7 @@ sample is replaced by the next good one of the epoch (an eval row becomes paddin
 from __future__ import annotations
 
 import io
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +82,8 @@ class Batch(NamedTuple):
     valid_hw: torch.Tensor  # (B, 2) int32 valid height, width (before padding)
     index: torch.Tensor  # (B,) int64 sample index in the split (-1 for padding rows in eval mode)
     offset: torch.Tensor  # (B, 2) float32 x, y of the crop origin in scaled pixels (0 without crop_size)
+    ignore: torch.Tensor | None = None  # (B, 1, h, w) float32: 1 on output cells inside an ignore region (COCO
+    #                                     train batches: crowds, no-keypoint persons), h = ceil(H / stride); or None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -119,6 +125,8 @@ class Augment:
     crop_h: int
     seed: int
     perm: tuple[int, ...]  # perm[k] = the joint id k becomes under mirroring
+    stride: int = 8  # the network's output stride (cells of the ignore mask)
+    ignore: bool = False  # emit the ignore mask of the samples' meta["ignore_rle"] (COCO shards)
 
 
 @dataclass(frozen=True)
@@ -204,6 +212,37 @@ def transform_joints(joints: np.ndarray, width: int, height: int, p: Params, per
         xy, present = xy[:, order], present[:, order]  # joint k of the mirrored image was joint perm[k]
     out[..., :2] = np.where(present[..., None], xy, 0.0)
     out[..., 2] = present
+    return out
+
+
+def ignore_grid(rles: list[dict], width: int, height: int, p: Params, stride: int) -> np.ndarray:
+    """(ceil(crop_h / stride), ceil(crop_w / stride)) uint8: 1 where an output cell's centre falls in an ignore region.
+
+    rles: the sample's meta["ignore_rle"] (COCO compressed RLE with str counts, [h, w] = the sample's size). Each cell
+    centre (i * stride + stride / 2, j * stride + stride / 2) of the network input is mapped back to the sample's pixels
+    (undo mirror, crop and resize, as `transform_joints` does forwards) and looks up the nearest pixel of the union of
+    the regions; centres outside the image are 0.
+    """
+    gh, gw = math.ceil(p.crop_h / stride), math.ceil(p.crop_w / stride)
+    out = np.zeros((gh, gw), np.uint8)
+    if not rles:
+        return out
+    from pycocotools import mask as mask_utils  # imported here: only COCO workers need it
+
+    coded = [{"size": [int(v) for v in r["size"]], "counts": r["counts"].encode() if isinstance(r["counts"], str)
+              else r["counts"]} for r in rles]
+    region = mask_utils.decode(mask_utils.merge(coded))  # (height, width) uint8
+    x = np.arange(gw) * stride + stride / 2.0  # (gw,) network-input centres
+    y = np.arange(gh) * stride + stride / 2.0  # (gh,)
+    if p.flip:
+        x = p.crop_w - 1 - x
+    x = (x + p.crop_x + 0.5) * (width / p.res_w) - 0.5  # sample pixels
+    y = (y + p.crop_y + 0.5) * (height / p.res_h) - 0.5
+    col, row = np.floor(x + 0.5).astype(np.int64), np.floor(y + 0.5).astype(np.int64)  # pixel i covers [i-0.5, i+0.5)
+    cols_in, rows_in = (col >= 0) & (col < region.shape[1]), (row >= 0) & (row < region.shape[0])
+    inside = rows_in[:, None] & cols_in[None, :]  # (gh, gw)
+    out[inside] = region[np.clip(row, 0, region.shape[0] - 1)[:, None],
+                         np.clip(col, 0, region.shape[1] - 1)[None, :]][inside]
     return out
 
 
@@ -312,7 +351,16 @@ class _Source:
         graph = np.array([p.res_w, p.res_h, p.crop_x, p.crop_y, p.crop_w, p.crop_h, p.flip], np.float32)
         meta = np.array([-1 if padding else index, p.scale, p.flip, p.crop_h, p.crop_w, p.crop_x, p.crop_y,
                          p.clamped, bad], np.float64)
+        if self.aug.ignore:
+            rles = [] if padding else self.ignore_rles(index)
+            return np.frombuffer(image, np.uint8), joints, graph, meta, ignore_grid(rles, w, h, p, self.aug.stride)
         return np.frombuffer(image, np.uint8), joints, graph, meta
+
+    def ignore_rles(self, index: int) -> list[dict]:
+        """meta["ignore_rle"] of a sample: reads only its meta string (not the whole sample with its image)."""
+        shard, row = self.ds.locate(index)
+        raw = self.ds._file(shard)["meta"][row]
+        return json.loads(raw.decode() if isinstance(raw, bytes) else str(raw)).get("ignore_rle", [])
 
     def size(self, index: int) -> np.ndarray:
         """(3,) C, H, W of a sample; the column is read once per worker (reading whole samples costs ~2 ms each)."""
@@ -339,7 +387,7 @@ class _Source:
 
 
 def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_workers: int, device_id: int | None,
-                    seed: int, crop: bool, mean: list[float]):
+                    seed: int, crop: bool, mean: list[float], ignore: bool = False):
     from nvidia.dali import fn, types
     from nvidia.dali.pipeline import Pipeline
 
@@ -350,10 +398,10 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
                     py_num_workers=max(num_workers, 1), py_start_method=start, prefetch_queue_depth=PREFETCH,
                     exec_dynamic=True)
     with pipe:
-        data, joints, graph, meta = fn.external_source(
-            source=source, num_outputs=4, batch=False, parallel=num_workers > 0,
+        data, joints, graph, meta, *ignore_mask = fn.external_source(
+            source=source, num_outputs=5 if ignore else 4, batch=False, parallel=num_workers > 0,
             **({"prefetch_queue_depth": PREFETCH} if num_workers > 0 else {}),  # parallel sources only
-            dtype=[types.UINT8, types.FLOAT, types.FLOAT, types.FLOAT64])
+            dtype=[types.UINT8, types.FLOAT, types.FLOAT, types.FLOAT64] + ([types.UINT8] if ignore else []))
         images = fn.decoders.image(data, device="mixed" if gpu else "cpu", output_type=types.RGB)  # (H, W, 3) uint8
         images = fn.resize(images, resize_x=graph[G_RES_W], resize_y=graph[G_RES_H], interp_type=types.INTERP_LINEAR,
                            antialias=True)
@@ -364,7 +412,7 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
         images = fn.crop_mirror_normalize(images, mirror=fn.cast(graph[G_FLIP], dtype=types.INT32), mean=mean,
                                           std=[1.0, 1.0, 1.0], dtype=types.FLOAT, output_layout="CHW")  # (3, H, W)
         images = fn.pad(images, axis_names="HW", align=[ALIGN, ALIGN], fill_value=0.0)  # (3, H16, W16)
-        pipe.set_outputs(images, joints, meta)
+        pipe.set_outputs(images, joints, meta, *ignore_mask)  # ignore_mask: (gh, gw) uint8 per sample, or none
     pipe.build()
     return pipe
 
@@ -411,7 +459,7 @@ class Loader:
             device_id = device.index if device.index is not None else torch.cuda.current_device()
         self._pipe = _build_pipeline(self._source, batch_size=batch_size, num_threads=num_threads,
                                      num_workers=num_workers, device_id=device_id, seed=aug.seed,
-                                     crop=aug.train and aug.crop_w > 0, mean=mean)
+                                     crop=aug.train and aug.crop_w > 0, mean=mean, ignore=aug.ignore)
 
     def __len__(self) -> int:
         return self._len
@@ -440,7 +488,7 @@ class Loader:
         self.batch = 0
 
     def _to_batch(self, outputs) -> Batch:
-        images_tl, joints_tl, meta_tl = outputs
+        images_tl, joints_tl, meta_tl, *ignore_tl = outputs
         meta = np.array(meta_tl.as_tensor())  # (B, META_LEN)
         self.clamped += int(meta[meta[:, M_INDEX] >= 0, M_CLAMPED].sum())  # padding rows are not samples
         for bad in meta[:, M_BAD]:
@@ -458,6 +506,15 @@ class Loader:
             joints[i, :j.shape[0]] = j
         images = self._images(images_tl)
         dev = self.device
+        ignore = None
+        if ignore_tl:  # per-sample (gh, gw) masks, zero-padded like the images to (ceil(H / stride), ceil(W / stride))
+            masks = [np.array(ignore_tl[0][i]) for i in range(len(ignore_tl[0]))]
+            gh = max(math.ceil(images.shape[-2] / self.aug.stride), *(m.shape[0] for m in masks))
+            gw = max(math.ceil(images.shape[-1] / self.aug.stride), *(m.shape[1] for m in masks))
+            padded = np.zeros((len(masks), 1, gh, gw), np.float32)  # (B, 1, h, w)
+            for i, m in enumerate(masks):
+                padded[i, 0, :m.shape[0], :m.shape[1]] = m
+            ignore = torch.from_numpy(padded).to(dev)
         return Batch(
             images=images,
             joints=torch.from_numpy(joints).to(dev),
@@ -466,6 +523,7 @@ class Loader:
             valid_hw=torch.from_numpy(meta[:, [M_VALID_H, M_VALID_W]].astype(np.int32)).to(dev),
             index=torch.from_numpy(meta[:, M_INDEX].astype(np.int64)).to(dev),
             offset=torch.from_numpy(meta[:, [M_OFF_X, M_OFF_Y]].astype(np.float32)).to(dev),
+            ignore=ignore,
         )
 
     def _images(self, tl) -> torch.Tensor:
@@ -532,7 +590,8 @@ def build_loader(cfg, dataset_dir, split: str = "train", *, train: bool = True, 
     aug = Augment(train=train, global_scale=float(cfg.global_scale), jitter_lo=float(cfg.scale_jitter_lo),
                   jitter_up=float(cfg.scale_jitter_up), mirror=bool(cfg.mirror),
                   max_input_size=int(cfg.max_input_size), crop_w=int(crop_w), crop_h=int(crop_h), seed=int(cfg.seed),
-                  perm=symmetric_permutation(k, groups))
+                  perm=symmetric_permutation(k, groups), stride=int(cfg.stride),
+                  ignore=train and ds.manifest.get("source", {}).get("format") == "coco")
     return Loader(ds, aug, batch_size=batch_size or cfg.batch_size, shard_id=shard_id, num_shards=num_shards,
                   shuffle=bool(cfg.shuffle) and train, device=resolve_device(cfg.device, device),
                   num_threads=max(1, cfg.num_threads), num_workers=cfg.num_workers, start_epoch=start_epoch,
@@ -541,4 +600,4 @@ def build_loader(cfg, dataset_dir, split: str = "train", *, train: bool = True, 
 
 
 __all__ = ["Batch", "Loader", "build_loader", "epoch_order", "batches_per_epoch", "sample_params", "transform_joints",
-           "check_image", "symmetric_permutation", "Augment", "Params"]
+           "check_image", "symmetric_permutation", "Augment", "Params", "ignore_grid"]

@@ -5,7 +5,8 @@
     batch   = next(loader)                                   # images (B, 3, H, W), joints (B, P, K, 3), scale (B,)
     targets = make_targets(batch.joints, grid, stride, pos_dist_thresh * scale, locref_stdev, ignore=padding)
     out     = model(batch.images)                            # part (B, K, h, w), locref (B, 2K, h, w), ...
-    loss    = part + intermediate + locref_loss_weight * locref (+ pairwise_loss_weight * pairwise)
+    loss    = part + intermediate + locref_loss_weight * locref (+ pairwise_loss_weight * pairwise, with the
+              pairwise statistics of cfg.pairwise_stats_fn; see fastpose/pairwise.py)
     loss.backward(); optimizer.step()
 
 Learning rate: `multi_step` [[lr_k, end_k], ...] gives lr_k for iterations (end_{k-1}, end_k]; max_iter = the last end
@@ -39,9 +40,11 @@ from fastpose import checkpoint
 from fastpose.config import Config, with_joints
 from fastpose.errors import UserError
 from fastpose.kernels.losses import locref_loss, part_loss
+from fastpose.kernels.pairwise import make_pairwise_targets
 from fastpose.kernels.targets import make_targets
 from fastpose.model import build_model, load_imagenet
-from fastpose.pipeline import build_loader
+from fastpose.pairwise import load_stats, sample_stats
+from fastpose.pipeline import build_loader, symmetric_permutation
 from fastpose.shards import read_manifest
 
 console = Console(stderr=True)
@@ -80,13 +83,28 @@ def padding_ignore(valid_hw: torch.Tensor, grid: tuple[int, int], stride: int) -
     return (outside_y[:, :, None] | outside_x[:, None, :]).to(torch.float32)[:, None]  # (B, 1, H, W)
 
 
-def compute_losses(cfg: Config, out: dict, batch) -> dict[str, torch.Tensor]:
-    """The reference's losses for one batch; 'total' = part + intermediate + locref_loss_weight * locref."""
+def _on_grid(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, 1, h', w') -> (B, 1, H, W): cropped or zero-padded at the bottom/right (cells beyond it are padding)."""
+    h, w = grid
+    mask = mask[..., :h, :w]
+    return torch.nn.functional.pad(mask, (0, w - mask.shape[-1], 0, h - mask.shape[-2]))
+
+
+def compute_losses(cfg: Config, out: dict, batch, pairwise_stats=None) -> dict[str, torch.Tensor]:
+    """The reference's losses for one batch; 'total' = part + intermediate + locref_loss_weight * locref
+    (+ pairwise_loss_weight * pairwise).
+
+    The score loss ignores the batch padding and, where the batch has one (COCO), its ignore mask (crowds and persons
+    without keypoints). pairwise_stats = (mean, std) (K, K, 2) in dataset pixels (fastpose.pairwise.load_stats) is
+    needed when the model has the pairwise head; each sample's scale and mirroring are applied here.
+    """
     part_logits = out["part"].float()  # (B, K, h, w)
     grid = tuple(part_logits.shape[-2:])
+    ignore = padding_ignore(batch.valid_hw, grid, cfg.stride)  # (B, 1, h, w)
+    if getattr(batch, "ignore", None) is not None:
+        ignore = torch.maximum(ignore, _on_grid(batch.ignore.to(ignore.device, torch.float32), grid))
     t = make_targets(batch.joints, grid, cfg.stride, cfg.pos_dist_thresh * batch.scale, cfg.locref_stdev,
-                     ignore=padding_ignore(batch.valid_hw, grid, cfg.stride),
-                     present_only=cfg.weigh_only_present_joints)
+                     ignore=ignore, present_only=cfg.weigh_only_present_joints)
     losses = {"part": part_loss(part_logits, t.scmap, t.scmap_weights)}
     total = losses["part"]
     if out.get("intermediate") is not None:
@@ -95,6 +113,14 @@ def compute_losses(cfg: Config, out: dict, batch) -> dict[str, torch.Tensor]:
     if out.get("locref") is not None:
         losses["locref"] = locref_loss(out["locref"].float(), t.locref, t.locref_mask, huber=cfg.locref_huber_loss)
         total = total + cfg.locref_loss_weight * losses["locref"]
+    if out.get("pairwise") is not None:
+        if pairwise_stats is None:
+            raise ValueError("the model has a pairwise head: compute_losses needs pairwise_stats = (mean, std)")
+        perm = symmetric_permutation(part_logits.shape[1], cfg.all_joints)  # the pipeline's mirroring of joint ids
+        mean, std = sample_stats(pairwise_stats[0], pairwise_stats[1], batch.scale, batch.flipped, perm)
+        pw = make_pairwise_targets(batch.joints, grid, mean, std, cfg.stride, cfg.pos_dist_thresh * batch.scale)
+        losses["pairwise"] = locref_loss(out["pairwise"].float(), pw.target, pw.mask, huber=cfg.pairwise_huber_loss)
+        total = total + cfg.pairwise_loss_weight * losses["pairwise"]
     losses["total"] = total
     return losses
 
@@ -172,6 +198,7 @@ def train(cfg: Config, *, resume: bool = False, max_iters: int | None = None, qu
         torch.backends.cudnn.benchmark = True
 
     model = build_model(cfg)
+    pairwise_stats = _pairwise_stats(cfg, device) if cfg.pairwise_predict else None
     start_iter, position = 0, {"epoch": 0, "batch": 0}
     snapshot = checkpoint.latest_snapshot(out_dir, cfg.snapshot_prefix) if resume else None
     if resume and snapshot is None:
@@ -237,7 +264,7 @@ def train(cfg: Config, *, resume: bool = False, max_iters: int | None = None, qu
                         group["lr"] = lr
                     with torch.autocast(device.type, amp_dtype) if use_autocast else nullcontext():
                         out = net(batch.images)
-                    losses = compute_losses(cfg, out, batch)
+                    losses = compute_losses(cfg, out, batch, pairwise_stats)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(losses["total"]).backward()
                     scaler.step(optimizer)
@@ -298,6 +325,16 @@ def _rank_spread(model: torch.nn.Module) -> float:
     gathered = [torch.zeros_like(fingerprint) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, fingerprint)
     return float(max((g - gathered[0]).abs().max() for g in gathered))
+
+
+def _pairwise_stats(cfg: Config, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) (K, K, 2) float32 on the device from cfg.pairwise_stats_fn, checked against the joint set."""
+    mean, std = load_stats(cfg.pairwise_stats_fn)
+    if mean.shape[0] != cfg.num_joints:
+        raise UserError(f"{cfg.pairwise_stats_fn} holds statistics for {mean.shape[0]} joints but the dataset has "
+                        f"{cfg.num_joints}. Compute them for this dataset with `fastpose pairwise-stats CONFIG`.")
+    return (torch.as_tensor(mean, dtype=torch.float32, device=device),
+            torch.as_tensor(std, dtype=torch.float32, device=device))
 
 
 def _non_finite_message(step: int, sums: dict, snapshot) -> str:

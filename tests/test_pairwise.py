@@ -251,3 +251,28 @@ def test_stats_from_coco_shards_match_the_json(tmp_path):
     assert count[5, 6] == len(offs) > 3
     np.testing.assert_allclose(mean[5, 6], offs.mean(0), rtol=1e-6)
     np.testing.assert_allclose(std[5, 6], offs.std(0), rtol=1e-6)
+
+
+def test_compute_losses_adds_the_weighted_pairwise_loss(gen):
+    from fastpose import config
+    from fastpose.pipeline import Batch
+    from fastpose.train import compute_losses
+
+    cfg = config.load(None, ["num_joints=3", "all_joints=[[0], [1, 2]]", "pos_dist_thresh=10",
+                             "pairwise_loss_weight=0.5", "pairwise_huber_loss=false"])
+    joints = torch.tensor([[[[12.0, 12.0, 1], [20.0, 14.0, 1], [6.0, 20.0, 2]]],
+                           [[[30.0, 8.0, 1], [22.0, 10.0, 1], [0.0, 0.0, 0]]]])  # (2, 1, 3, 3)
+    batch = Batch(images=torch.zeros(2, 3, 32, 48), joints=joints, scale=torch.tensor([1.0, 2.0]),
+                  flipped=torch.tensor([False, True]), valid_hw=torch.tensor([[32, 48], [32, 48]], dtype=torch.int32),
+                  index=torch.arange(2), offset=torch.zeros(2, 2))
+    mean, std, _ = compute_stats(np.array([[[0, 0, 1], [5, 1, 1], [-4, 6, 1]], [[0, 0, 1], [9, 3, 1], [-8, 10, 1]]]))
+    out = {"part": torch.randn(2, 3, 4, 6, generator=gen), "pairwise": torch.randn(2, 12, 4, 6, generator=gen)}
+    losses = compute_losses(cfg, out, batch, (torch.as_tensor(mean), torch.as_tensor(std)))
+    m, s = sample_stats(mean, std, batch.scale, batch.flipped, (0, 2, 1))
+    t = make_pairwise_targets(joints, (4, 6), m, s, stride=8, dist_thresh=10.0 * batch.scale)
+    want = locref_loss(out["pairwise"], t.target, t.mask, huber=False)
+    torch.testing.assert_close(losses["pairwise"], want)
+    torch.testing.assert_close(losses["total"], losses["part"] + 0.5 * want)
+    assert t.mask[1].sum() > 0 and t.mask[0].sum() > 0
+    with pytest.raises(ValueError, match="pairwise_stats"):
+        compute_losses(cfg, out, batch)

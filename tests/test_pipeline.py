@@ -91,7 +91,7 @@ def _collect(loader, epochs: int) -> list[tuple[int, int, dict]]:
     for _ in range(epochs):
         epoch = loader.epoch
         for b, batch in enumerate(loader):
-            out.append((epoch, b, {k: v.numpy().copy() for k, v in batch._asdict().items()}))
+            out.append((epoch, b, {k: v.numpy().copy() for k, v in batch._asdict().items() if v is not None}))
     return out
 
 
