@@ -355,6 +355,22 @@ def train(config: Path, set_: SetOpt = None,
     out.print(f"finished at iteration {result['iteration']}; snapshot {result['snapshot']}")
 
 
+@app.command("pairwise-stats")
+def pairwise_stats(config: Path, set_: SetOpt = None,
+                   out_file: Annotated[Path | None, typer.Option("--out", help="Output .npz/.mat (default: the "
+                                                                 "config's pairwise_stats_fn).")] = None) -> None:
+    """Mean and std of every joint pair's offset over the persons of the training split (for the pairwise head).
+
+    Example: fastpose pairwise-stats configs/coco.yaml   (then train with --set pairwise_predict=true)
+    """
+    from fastpose.config import load
+    from fastpose.pairwise import write_stats
+
+    result = write_stats(load(config, set_), out_file)
+    out.print(f"wrote {result['path']}: {result['pairs_seen']} of {result['pairs']} joint pairs seen "
+              f"({result['joints']} joints)")
+
+
 @convert_app.command("coco")
 def convert_coco(images: Annotated[Path, typer.Option(help="Folder of the json's images (file_name).")],
                  annotations: Annotated[Path, typer.Option(help="COCO keypoints json (person_keypoints_*.json; "

@@ -238,12 +238,23 @@ def test_sample_stats_follow_scale_and_mirror():
 def test_stats_from_coco_shards_match_the_json(tmp_path):
     import json
 
+    from typer.testing import CliRunner
+
+    from fastpose.cli import app
     from fastpose.convert.coco import convert_coco
 
     convert_coco(COCO, COCO / "test_coco.json", tmp_path / "coco", workers=1, quiet=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every pair of COCO's 17 keypoints appears in these 12 persons
         mean, std, count = stats_from_shards(tmp_path / "coco", "train")
+    # The command writes the same numbers to the config's pairwise_stats_fn (relative to the config file).
+    (tmp_path / "cfg.yaml").write_text("dataset: coco\npairwise_stats_fn: stats/pairwise.mat\n")
+    result = CliRunner().invoke(app, ["pairwise-stats", str(tmp_path / "cfg.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "272 of 272 joint pairs seen" in result.output
+    m, sd = load_stats(tmp_path / "stats" / "pairwise.mat")
+    np.testing.assert_allclose(m, mean)
+    np.testing.assert_allclose(sd, std)
     anns = [np.array(a["keypoints"], np.float64).reshape(17, 3) for a in json.loads(
         (COCO / "test_coco.json").read_text())["annotations"] if any(a["keypoints"][2::3])]
     # Pair (5, 6) (left_shoulder -> right_shoulder) straight from the json:
