@@ -1,0 +1,69 @@
+"""COCO keypoint AP (fastpose.metrics.coco_ap) on ../shared/data/mmpose/coco/test_coco.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastpose.metrics import COCO_SIGMAS, coco_ap, oks_sigmas
+
+COCO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mmpose" / "coco"
+JSON = COCO / "test_coco.json"
+pytestmark = pytest.mark.skipif(not COCO.is_dir(), reason=f"shared test data not found at {COCO}")
+
+
+def _gt_results(shift=None) -> list[dict]:
+    """Every annotated person (num_keypoints > 0) as a result, optionally with its keypoints moved by shift(ann)."""
+    out = []
+    for ann in json.loads(JSON.read_text())["annotations"]:
+        kp = np.array(ann["keypoints"], np.float64).reshape(-1, 3)
+        if not (kp[:, 2] > 0).any():
+            continue
+        if shift is not None:
+            kp[:, :2] += shift(ann)
+        kp[:, 2] = 1
+        out.append({"image_id": ann["image_id"], "category_id": 1, "keypoints": kp.ravel().tolist(), "score": 1.0})
+    return out
+
+
+def test_ground_truth_as_results_gives_ap_1():
+    r = coco_ap(_gt_results(), JSON)
+    assert r["AP"] == pytest.approx(1.0) and r["AR"] == pytest.approx(1.0) and r["AP50"] == pytest.approx(1.0)
+    assert r["sigmas"] == "coco" and r["images"] == 4 and r["detections"] == 12
+
+
+def test_jittered_ground_truth_gives_a_lower_ap():
+    rng = np.random.default_rng(0)
+    r = coco_ap(_gt_results(lambda ann: rng.normal(0, 6, (17, 2))), JSON)
+    assert 0.2 < r["AP"] < 0.95
+    assert r["AP50"] >= r["AP"] >= r["AP75"] - 1e-9
+    worse = coco_ap(_gt_results(lambda ann: rng.normal(0, 25, (17, 2))), JSON)
+    assert worse["AP"] < r["AP"]
+
+
+def test_one_shifted_person_matches_the_oks_formula():
+    # Image 785 holds one person (annotation 442619, area 27789.11, 17 labelled keypoints). Moving every keypoint by
+    # (3, 4) gives OKS = mean_i exp(-25 / (2 area (2 sigma_i)^2)); with one ground truth and one detection the AP is
+    # the fraction of the thresholds 0.50:0.05:0.95 that OKS reaches.
+    ann = next(a for a in json.loads(JSON.read_text())["annotations"] if a["id"] == 442619)
+    oks = np.mean(np.exp(-25.0 / (2 * ann["area"] * (2 * COCO_SIGMAS) ** 2)))
+    want = np.mean(np.linspace(0.5, 0.95, 10) <= oks)
+    results = [r for r in _gt_results(lambda a: np.array([3.0, 4.0])) if r["image_id"] == 785]
+    r = coco_ap(results, JSON, image_ids=[785])
+    assert 0 < want < 1  # the shift is chosen so that some thresholds pass and some fail
+    assert r["AP"] == pytest.approx(want)
+    assert r["images"] == 1
+
+
+def test_sigmas_and_empty_results():
+    assert oks_sigmas(14)[1] == "crowdpose" and len(oks_sigmas(14)[0]) == 14
+    assert oks_sigmas(5)[1] == "uniform 0.1" and np.all(oks_sigmas(5)[0] == 0.1)
+    r = coco_ap([], JSON)
+    assert r["AP"] == 0.0 and r["detections"] == 0
+    wide = coco_ap(_gt_results(lambda ann: np.array([3.0, 4.0])), JSON, sigmas=np.full(17, 1.0))
+    assert wide["sigmas"] == "given" and wide["AP"] == pytest.approx(1.0)  # huge sigmas forgive a 5 px error
+    with pytest.raises(ValueError, match="3 OKS sigmas for 17 keypoints"):
+        coco_ap(_gt_results(), JSON, sigmas=[0.1, 0.1, 0.1])
