@@ -67,3 +67,22 @@ def test_sigmas_and_empty_results():
     assert wide["sigmas"] == "given" and wide["AP"] == pytest.approx(1.0)  # huge sigmas forgive a 5 px error
     with pytest.raises(ValueError, match="3 OKS sigmas for 17 keypoints"):
         coco_ap(_gt_results(), JSON, sigmas=[0.1, 0.1, 0.1])
+
+
+def test_draw_persons_gives_each_person_its_own_colour():
+    from fastpose.predict import draw_persons, person_colour
+
+    colours = [person_colour(i) for i in range(6)]
+    assert len(set(colours)) == 6
+    assert min(max(abs(a - b) for a, b in zip(colours[i], colours[i + 1])) for i in range(5)) > 60  # neighbours differ
+    img = np.zeros((60, 60, 3), np.uint8)
+    persons = np.array([[[10, 10, 0.9], [10, 40, 0.8]],  # person 0: joints 0, 1
+                        [[45, 10, 0.9], [45, 40, 0.1]]])  # person 1: joint 1 below min_score
+    drawn = draw_persons(img, persons, [[0, 1]], min_score=0.5)
+    assert img.sum() == 0
+    assert tuple(drawn[10, 10]) == colours[0] and tuple(drawn[40, 10]) == colours[0]
+    edge = drawn[25, 10].astype(int) - np.array(colours[0])  # the edge of person 0 in its colour (antialiased)
+    assert np.abs(edge).max() < 40
+    assert tuple(drawn[10, 45]) == colours[1]
+    assert drawn[40, 45].sum() == 0 and drawn[25, 45].sum() == 0  # hidden joint, hence no edge
+    assert draw_persons(img, np.zeros((0, 2, 3))).sum() == 0
