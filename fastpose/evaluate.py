@@ -6,6 +6,12 @@ model runs on the eval pipeline's batches (every sample once, no mirror, scale =
 brings the joints back to the sample's pixels. `evaluate()` is the plain function behind the command, also called by
 the training loop and the demo with a model object.
 
+COCO shards (fastpose convert coco) are also evaluated multi-person: every image's heads go through
+`fastpose.assembly.assemble` (restricted to the cells inside the image), the persons are mapped back to the source
+image's pixels and written as a COCO results json (image_id, category_id 1, keypoints [x, y, 1] * K, score = the mean
+keypoint score), scored with pycocotools' OKS keypoint AP/AR (`metrics.coco_ap`) against the annotation json the
+manifest names; metrics["coco"] holds AP, AP50, ..., AR_large.
+
 Outputs (`write_outputs`): predictions.mat (cell `joints`, one (K, 3) [x y score] array per sample, 0-based sample
 pixels: the reference's test output format), predictions.json (the same plus the source-image coordinates), and the
 metrics dict {"pck": {"threshold", "per_joint", "per_group", "mean"}, "pckh": {...} or None, "samples": n}.
@@ -16,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 
@@ -67,10 +74,21 @@ def load_model(checkpoint, device: torch.device, cfg: Config | None = None):
     return model.to(device).eval(), cfg
 
 
+def valid_grid(valid_h: int, valid_w: int, stride: int) -> tuple[int, int]:
+    """Rows and columns of output cells whose centre lies inside a valid_h x valid_w image (decode.valid_cells)."""
+    return (max(0, math.ceil((valid_h - stride / 2) / stride)), max(0, math.ceil((valid_w - stride / 2) / stride)))
+
+
 @torch.no_grad()
 def predict_split(model, cfg: Config, dataset_dir: str | Path, split: str, batch_size: int,
-                  device: torch.device) -> tuple[np.ndarray, int]:
-    """Predictions for every sample of a split: ((N, K, 3) float64 x, y, score in sample pixels, N)."""
+                  device: torch.device, persons: list | None = None,
+                  assembly: dict | None = None) -> tuple[np.ndarray, int]:
+    """Predictions for every sample of a split: ((N, K, 3) float64 x, y, score in sample pixels, N).
+
+    With a list `persons`, it is filled with N entries: each sample's multi-person predictions (P_i, K, 3) float64 in
+    sample pixels, score 0 for a joint a person lacks (fastpose.assembly.assemble on the sample's cells inside the
+    image, with the edge classifier `assembly` or its defaults).
+    """
     from fastpose.pipeline import build_loader
 
     ds = ShardDataset(dataset_dir, split)
@@ -78,6 +96,10 @@ def predict_split(model, cfg: Config, dataset_dir: str | Path, split: str, batch
     sizes = torch.from_numpy(ds.column("size").reshape(n, 3)[:, [2, 1]].astype(np.float64))  # (N, 2) W, H
     ds.close()
     out = np.full((n, cfg.num_joints, 3), np.nan)
+    if persons is not None:
+        from fastpose.assembly import assemble
+
+        persons[:] = [np.zeros((0, cfg.num_joints, 3)) for _ in range(n)]
     loader = build_loader(cfg, dataset_dir, split, train=False, batch_size=batch_size, device=device)
     memory_format = torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.contiguous_format
     for batch in loader:
@@ -93,7 +115,43 @@ def predict_split(model, cfg: Config, dataset_dir: str | Path, split: str, batch
         ratio = batch.valid_hw.cpu().flip(1).double() / sizes[index.clamp(min=0)]  # (B, 2) x, y
         joints = to_sample(joints.cpu(), ratio, batch.offset.cpu())  # (B, K, 3) sample pixels
         out[index[keep].numpy()] = joints.numpy().astype(np.float64)[keep.numpy()]
+        if persons is not None:
+            for b in torch.nonzero(keep).flatten().tolist():
+                gh, gw = valid_grid(int(batch.valid_hw[b, 0]), int(batch.valid_hw[b, 1]), cfg.stride)
+                cells = {k: None if heads.get(k) is None else heads[k][b, :, :gh, :gw].float().cpu()
+                         for k in ("part", "locref", "pairwise")}  # (C, gh, gw) each
+                found = torch.as_tensor(assemble(cells["part"], cells["locref"], cells["pairwise"], cfg, assembly,
+                                                 scale=float(batch.scale[b])))
+                found = to_sample(found.reshape(-1, cfg.num_joints, 3).float(), ratio[b:b + 1].expand(len(found), 2),
+                                  batch.offset.cpu()[b:b + 1].expand(len(found), 2))  # (P, K, 3) sample pixels
+                persons[int(index[b])] = found.double().numpy()
     return out, n
+
+
+def coco_results(persons: list[np.ndarray], image_ids, transforms: np.ndarray) -> list[dict]:
+    """COCO keypoint results from per-sample persons (P_i, K, 3) in sample pixels: source pixels via the shards'
+    transforms (N, 6); keypoints [x, y, 1] * K (non-finite or score-0 joints at 0, 0, 0), score = mean joint score."""
+    results = []
+    for i, found in enumerate(persons):
+        if found is None or len(found) == 0:
+            continue
+        src = to_source(torch.as_tensor(found, dtype=torch.float64), torch.as_tensor(transforms[i]))  # (P, K, 3)
+        for pose in src.double().numpy():
+            ok = np.isfinite(pose).all(axis=1) & (np.nan_to_num(pose[:, 2]) > 0)  # (K,) joints the person has
+            kp = np.where(ok[:, None], np.concatenate([pose[:, :2], np.ones((len(pose), 1))], axis=1), 0.0)
+            score = float(np.where(ok, pose[:, 2], 0.0).mean())
+            results.append({"image_id": int(image_ids[i]), "category_id": 1,
+                            "keypoints": [round(float(v), 3) for v in kp.ravel()], "score": score})
+    return results
+
+
+def coco_metrics(results: list[dict], ds: ShardDataset, image_ids) -> dict:
+    """metrics.coco_ap against the annotation json named in the manifest; {"note": why} where it cannot be read."""
+    ann = Path(ds.manifest.get("source", {}).get("annotations", ""))
+    if not ann.is_file():
+        return {"note": f"COCO AP not computed: the annotation json {ann} named in {ds.root}/manifest.json is not "
+                        f"there (the results json is still written; score it with pycocotools)"}
+    return metrics.coco_ap(results, ann, image_ids)
 
 
 def ground_truth(ds: ShardDataset) -> dict:
@@ -166,18 +224,46 @@ def evaluate(cfg: Config | None, model_or_checkpoint, split: str | None = None, 
                         f"on a dataset with the joint set the model was trained on.")
     was_training = model.training
     model.eval()
+    coco, assembly, coco_note = ds.manifest.get("source", {}).get("format") == "coco", None, None
+    if coco:
+        assembly, coco_note = _assembly_model(cfg, model_or_checkpoint)
+        coco = coco_note is None
+    persons: list | None = [] if coco else None
     try:
-        pred, _ = predict_split(model, cfg, dataset_dir, split, batch_size or cfg.batch_size, dev)
+        pred, _ = predict_split(model, cfg, dataset_dir, split, batch_size or cfg.batch_size, dev, persons, assembly)
     finally:
         model.train(was_training)
     gt = ground_truth(ds)
+    results = None
+    if coco:
+        image_ids = ds.column("source_index").astype(np.int64)  # COCO image ids (the converter's entry indices)
+        results = coco_results(persons, image_ids, gt["transform"])
     ds.close()
     if not gt["visible"].any():
         raise UserError(f"{dataset_dir} split '{split}' has no sample with a labelled joint, so there is nothing to "
                         f"evaluate. Pick another split (fastpose info {dataset_dir} lists them).")
     result = score(pred, gt, cfg, pck_threshold or cfg.pck_threshold, pckh_threshold or cfg.pckh_threshold)
+    if results is not None:
+        result["coco"] = coco_metrics(results, ds, image_ids)  # reads only the manifest (already loaded)
+    elif coco_note:
+        result["coco"] = {"note": coco_note}
     src = to_source(torch.from_numpy(pred), torch.from_numpy(gt["transform"])).double().numpy()  # (N, K, 3)
-    return {"metrics": result, "predictions": pred, "source_predictions": src, "ground_truth": gt, "config": cfg}
+    return {"metrics": result, "predictions": pred, "source_predictions": src, "ground_truth": gt, "config": cfg,
+            "coco_results": results}
+
+
+def _assembly_model(cfg: Config, model_or_checkpoint) -> tuple[dict | None, str | None]:
+    """(the edge classifier fitted for a snapshot by `fastpose fit-assembly`, or None for the defaults; a note when
+    multi-person evaluation cannot run: no classifier and no pairwise statistics)."""
+    from fastpose.assembly import load_model as load_assembly
+    from fastpose.assembly import model_path
+
+    if isinstance(model_or_checkpoint, str | Path) and model_path(model_or_checkpoint).is_file():
+        return load_assembly(model_path(model_or_checkpoint)), None
+    if Path(cfg.pairwise_stats_fn).is_file():
+        return None, None
+    return None, (f"COCO AP not computed: multi-person assembly needs `fastpose fit-assembly` for the snapshot or the "
+                  f"pairwise statistics {cfg.pairwise_stats_fn} (`fastpose pairwise-stats CONFIG`)")
 
 
 def _atomic(path: Path, write) -> None:
@@ -207,6 +293,10 @@ def write_outputs(result: dict, out_dir: str | Path, json_path: str | Path | Non
                {"index": i, "joints": _rows(pred[i]), "source_joints": _rows(src[i])} for i in range(len(pred))]}
     _atomic(json_out, lambda tmp: tmp.write_text(json.dumps(doc)))
     written = [mat_path, json_out]
+    if result.get("coco_results") is not None:
+        coco_out = out_dir / "coco_results.json"
+        _atomic(coco_out, lambda tmp: tmp.write_text(json.dumps(result["coco_results"])))
+        written.append(coco_out)
     if json_path is not None:
         json_path = Path(json_path)
         _atomic(json_path, lambda tmp: tmp.write_text(json.dumps(result["metrics"], indent=1)))

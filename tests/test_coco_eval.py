@@ -86,3 +86,26 @@ def test_draw_persons_gives_each_person_its_own_colour():
     assert tuple(drawn[10, 45]) == colours[1]
     assert drawn[40, 45].sum() == 0 and drawn[25, 45].sum() == 0  # hidden joint, hence no edge
     assert draw_persons(img, np.zeros((0, 2, 3))).sum() == 0
+
+
+def test_shard_ground_truth_through_coco_results_gives_ap_1(tmp_path):
+    # The eval path's last step: per-sample persons in sample pixels -> source pixels -> COCO results -> AP.
+    from fastpose.convert.coco import convert_coco
+    from fastpose.evaluate import coco_metrics, coco_results, ground_truth
+    from fastpose.shards import ShardDataset
+
+    convert_coco(COCO, JSON, tmp_path / "coco", workers=1, quiet=True, split="train=0.5,test=0.5", seed=1)
+    ds = ShardDataset(tmp_path / "coco", "test")
+    persons = []
+    for i in range(len(ds)):
+        j = ds.joints(i).astype(np.float64)  # (P, K, 3) x, y, visibility
+        persons.append(np.where(j[..., 2:] > 0, np.concatenate([j[..., :2], np.ones_like(j[..., 2:])], -1), np.nan))
+    ids = ds.column("source_index")
+    results = coco_results(persons, ids, ground_truth(ds)["transform"])
+    assert len(results) == sum(len(p) for p in persons) > 0
+    r = coco_metrics(results, ds, ids)
+    assert r["AP"] == pytest.approx(1.0) and r["images"] == len(ds) == 2
+    assert sorted(int(i) for i in ids) == sorted({res["image_id"] for res in results})
+    bad = ShardDataset(tmp_path / "coco", "test")
+    bad.manifest = {**bad.manifest, "source": {"annotations": str(tmp_path / "moved.json")}}
+    assert "not computed" in coco_metrics(results, bad, ids)["note"]
