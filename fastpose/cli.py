@@ -286,6 +286,11 @@ def eval_(config: Annotated[Path | None, typer.Argument(help="Config file (defau
     out.print(f"{checkpoint}: split '{split}', {result['metrics']['samples']} samples with labelled joints "
               f"(percent correct)", highlight=False)
     out.print(_eval_table(result["metrics"]))
+    coco = result["metrics"].get("coco")
+    if coco:  # COCO shards: multi-person OKS keypoint AP/AR (pycocotools)
+        out.print(coco["note"] if "note" in coco else
+                  "COCO keypoints (OKS, sigmas " + coco["sigmas"] + "): " + "  ".join(
+                      f"{k} {coco[k]:.3f}" for k in ("AP", "AP50", "AP75", "AR")), highlight=False)
     out.print("wrote " + ", ".join(str(p) for p in written))
 
 
