@@ -10,8 +10,8 @@ DEMO_OUT ?= demo_out
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Re-install when the project's dependencies change.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# Re-install when the project's dependencies or its C++ parts change (the install compiles kernels/*.cpp).
+$(VENV)/.installed: pyproject.toml CMakeLists.txt $(wildcard kernels/*.cpp kernels/*.h) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@

@@ -376,6 +376,25 @@ def pairwise_stats(config: Path, set_: SetOpt = None,
               f"({result['joints']} joints)")
 
 
+@app.command("fit-assembly")
+def fit_assembly(config: Path, checkpoint: Annotated[Path, typer.Option(help="Snapshot .pt of a trained model.")],
+                 set_: SetOpt = None,
+                 out_file: Annotated[Path | None, typer.Option("--out", help="Output .json (default: "
+                                                               "<checkpoint>.assembly.json).")] = None,
+                 max_images: Annotated[int, typer.Option(help="Training images to fit on.")] = 500,
+                 device: Annotated[str, typer.Option(help="cpu | cuda | auto.")] = "auto") -> None:
+    """Fit the multi-person edge classifier (same person or not, from the pairwise head) on training images.
+
+    Example: fastpose fit-assembly configs/coco.yaml --checkpoint runs/coco/snapshot-225000.pt
+    """
+    from fastpose.assembly import fit_assembly as run
+    from fastpose.config import load
+
+    result = run(load(config, set_), checkpoint, out=out_file, max_images=max_images, device=device)
+    out.print(f"wrote {result['path']}: {result['images']} images, {result['positives']} same-person and "
+              f"{result['negatives']} different-person pairs, train accuracy {result['train_accuracy']:.3f}")
+
+
 @convert_app.command("coco")
 def convert_coco(images: Annotated[Path, typer.Option(help="Folder of the json's images (file_name).")],
                  annotations: Annotated[Path, typer.Option(help="COCO keypoints json (person_keypoints_*.json; "

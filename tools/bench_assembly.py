@@ -1,0 +1,99 @@
+"""Benchmark of the person assembly: ms per image for 17 joints x 2-20 people (a note, not a test).
+
+Synthetic images: people = a random template pose shifted and jittered, drawn on a 960 x 720 network input (stride 8);
+maps as a perfect network would give them (one peak per joint, exact locref and pairwise). Timed: the whole
+`assemble` (NMS, edge features, costs, native multicut, people), the native multicut alone on its graph, and the
+numpy greedy contraction of tests/multicut_oracle.py on the same graph (the pure-python baseline).
+
+Run: .venv/bin/python tools/bench_assembly.py [--repeat 20] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from multicut_oracle import gaec  # noqa: E402
+
+from fastpose import assembly  # noqa: E402
+
+K, H, W, STRIDE = 17, 90, 120, 8  # grid cells of a 960 x 720 input
+
+
+def people(rng, n: int) -> np.ndarray:
+    """(n, K, 2) joints in network pixels: one template pose (~120 x 280 px) shifted and jittered per person."""
+    template = rng.uniform([-60, -140], [60, 140], (K, 2))
+    centres = rng.uniform([80, 160], [W * STRIDE - 80, H * STRIDE - 160], (n, 2))
+    return centres[:, None] + template[None] + rng.normal(0, 8, (n, K, 2))
+
+
+def maps(joints: np.ndarray, mean, std):
+    part = np.full((K, H, W), -10.0, np.float32)
+    locref = np.zeros((2 * K, H, W), np.float32)
+    pairwise = np.zeros((2 * K * (K - 1), H, W), np.float32)
+    for p in joints:
+        cells = np.clip((p // STRIDE).astype(int), 0, [W - 1, H - 1])
+        for s in range(K):
+            col, row = cells[s]
+            centre = cells[s] * STRIDE + STRIDE / 2
+            part[s, row, col] = 5.0
+            locref[2 * s:2 * s + 2, row, col] = (p[s] - centre) / 7.2801
+            e = np.array([e for e in range(K) if e != s])
+            pid = assembly.pair_ids(np.full(len(e), s), e, K)
+            target = ((p[e] - centre) - mean[s, e]) / std[s, e]  # (K - 1, 2)
+            pairwise[2 * pid, row, col] = target[:, 0]
+            pairwise[2 * pid + 1, row, col] = target[:, 1]
+    return part, locref, pairwise
+
+
+def timed(fn, repeat: int) -> float:
+    fn()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - t0) / repeat * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    cfg = SimpleNamespace(stride=STRIDE, locref_stdev=7.2801, nms_radius=1.5, det_min_score=0.5, sparse_graph=[],
+                          pairwise_stats_fn="")
+    rows = []
+    for n in (2, 5, 10, 20):
+        joints = people(rng, n)
+        off = joints[:, None, :, :] - joints[:, :, None, :]  # (n, K, K, 2)
+        mean, std = off.mean(0), np.maximum(off.std(0), 4.0)
+        model = {"weights": list(assembly.DEFAULT_WEIGHTS), "mean": mean, "std": std}
+        part, locref, pairwise = maps(joints, mean, std)
+        found = assembly.assemble(part, locref, pairwise, cfg, model)
+        dets = assembly.detect(part, locref, cfg)
+        edges, feats, same = assembly.edge_features(dets, pairwise, mean, std, cfg)
+        logit = np.clip(feats @ np.asarray(assembly.DEFAULT_WEIGHTS), -assembly.LOGIT_CLIP, assembly.LOGIT_CLIP)
+        all_edges = np.concatenate([edges, same])
+        costs = np.concatenate([-logit, np.full(len(same), assembly.SAME_TYPE_COST)])
+        row = {"people": n, "detections": len(dets), "edges": len(all_edges), "found_people": len(found),
+               "assemble_ms": timed(partial(assembly.assemble, part, locref, pairwise, cfg, model), args.repeat),
+               "native_multicut_ms": timed(partial(assembly.multicut, len(dets), all_edges, costs), args.repeat),
+               "numpy_gaec_ms": timed(partial(gaec, len(dets), all_edges, costs), max(1, args.repeat // 10))}
+        rows.append(row)
+        print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
