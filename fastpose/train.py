@@ -204,6 +204,11 @@ def train(cfg: Config, *, resume: bool = False, max_iters: int | None = None, qu
     if resume and snapshot is None:
         raise UserError(f"--resume: no {cfg.snapshot_prefix}-*.pt in {out_dir}. Start without --resume, or point "
                         f"out_dir at the run to continue.")
+    existing = checkpoint.latest_snapshot(out_dir, cfg.snapshot_prefix) if not resume else None
+    if existing is not None:
+        raise UserError(f"{out_dir} already holds snapshots (the newest is {existing.name}). Pass --resume to "
+                        f"continue that run, or set another out_dir (--set out_dir=...) to start a new one; a fresh "
+                        f"start there would mix two runs' snapshots.")
     if snapshot is None and cfg.init_weights:
         report = load_imagenet(model, cfg.init_weights)
         if main and not quiet:

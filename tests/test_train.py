@@ -178,6 +178,10 @@ def test_padding_ignore_marks_cells_beyond_the_valid_size():
 def test_resume_without_snapshot_and_config_errors(data, tmp_path):
     with pytest.raises(UserError, match="--resume: no snapshot"):
         train(config.load(write_cfg(tmp_path, data)), resume=True, quiet=True)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "snapshot-7.pt").write_bytes(b"")
+    with pytest.raises(UserError, match="already holds snapshots .*snapshot-7.pt.*--resume"):
+        train(config.load(write_cfg(tmp_path, data)), quiet=True)
     with pytest.raises(UserError, match="resnet_50 has 6 blocks in layer3"):
         config.load(write_cfg(tmp_path, data, net_type="resnet_50", intermediate_supervision="true"))
     with pytest.raises(UserError, match="num_joints = 12 but the dataset .* has 11 joints"):
