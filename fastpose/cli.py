@@ -301,7 +301,10 @@ def predict(images: Annotated[list[str], typer.Argument(help="Image files, folde
             batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
             device: Annotated[str, typer.Option(help="cpu | cuda | auto.")] = "auto",
             min_score: Annotated[float, typer.Option(help="Do not draw joints scoring below this (the JSON keeps "
-                                                     "every joint with its score).")] = 0.0) -> None:
+                                                     "every joint with its score).")] = 0.0,
+            multi_person: Annotated[bool | None, typer.Option("--multi-person/--single-person", help="Assemble every "
+                                    "person (default: automatic for models with a pairwise head or COCO data).")]
+            = None) -> None:
     """Predict joints on images: <name>.json (joint names, x, y, score in image pixels) and <name>.png per image.
 
     Example: fastpose predict --checkpoint demo_out/run/snapshot-600.pt 'photos/*.jpg' --out preds --min-score 0.3
@@ -311,7 +314,8 @@ def predict(images: Annotated[list[str], typer.Argument(help="Image files, folde
     from fastpose.predict import predict as run_predict
 
     t0 = time.perf_counter()
-    docs = run_predict(checkpoint, images, out_dir, batch_size=batch_size, device=device, min_score=min_score)
+    docs = run_predict(checkpoint, images, out_dir, batch_size=batch_size, device=device, min_score=min_score,
+                       multi_person=multi_person)
     seconds = time.perf_counter() - t0
     out.print(f"wrote {len(docs)} predictions (.json + .png) to {out_dir} in {seconds:.1f} s")
 

@@ -154,9 +154,8 @@ def batch_images(prepared: list[np.ndarray]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_images(model, cfg, images: list[np.ndarray], device: torch.device) -> np.ndarray:
-    """Joints of a list of (H, W, 3) uint8 RGB images: (N, K, 3) x, y, score in each image's own pixels."""
-    from fastpose.decode import decode, to_sample
+def _forward(model, cfg, images: list[np.ndarray], device: torch.device):
+    """Heads of a list of (H, W, 3) uint8 RGB images: (heads dict, valid_hw (B, 2) resized h, w, ratio (B, 2) x, y)."""
     from fastpose.evaluate import autocast
 
     prepared = [prepare(im, cfg) for im in images]
@@ -164,17 +163,55 @@ def predict_images(model, cfg, images: list[np.ndarray], device: torch.device) -
     valid_hw = torch.tensor([p[1] for p in prepared], dtype=torch.int64)  # (B, 2) resized h, w
     with autocast(cfg, device):
         heads = model(batch)
-    joints = decode(heads["part"], heads["locref"], cfg.stride, cfg.locref_stdev, valid_hw.to(device)).cpu()
     orig = torch.tensor([im.shape[:2] for im in images], dtype=torch.float64)  # (B, 2) H, W
     ratio = (valid_hw.double() / orig).flip(1)  # (B, 2) x, y: the real resize ratios
+    return heads, valid_hw, ratio
+
+
+def _single(heads: dict, valid_hw: torch.Tensor, ratio: torch.Tensor, cfg) -> np.ndarray:
+    """(B, K, 3) x, y, score in image pixels: the best cell per joint (single-person decoding)."""
+    from fastpose.decode import decode, to_sample
+
+    joints = decode(heads["part"], heads["locref"], cfg.stride, cfg.locref_stdev,
+                    valid_hw.to(heads["part"].device)).cpu()
     return to_sample(joints, ratio).double().numpy()
 
 
+def _persons(heads: dict, valid_hw: torch.Tensor, ratio: torch.Tensor, cfg, assembly: dict | None) -> list:
+    """Per image, every person (multi-person assembly): (P_i, K, 3) x, y, score in image pixels, score 0 for a joint
+    the person lacks. `assembly` is the fitted edge classifier (fastpose fit-assembly) or None for its defaults."""
+    from fastpose.assembly import assemble
+    from fastpose.decode import to_sample
+    from fastpose.evaluate import valid_grid
+
+    out = []
+    for b in range(len(valid_hw)):
+        gh, gw = valid_grid(int(valid_hw[b, 0]), int(valid_hw[b, 1]), cfg.stride)
+        cells = {k: None if heads.get(k) is None else heads[k][b, :, :gh, :gw].float().cpu()
+                 for k in ("part", "locref", "pairwise")}  # (C, gh, gw) each: the cells inside the image
+        found = torch.as_tensor(assemble(cells["part"], cells["locref"], cells["pairwise"], cfg, assembly,
+                                         scale=float(ratio[b].mean())))  # (P, K, 3) network-input pixels
+        xy = to_sample(found.reshape(-1, cfg.num_joints, 3).float(), ratio[b:b + 1].expand(len(found), 2))
+        out.append(xy.double().numpy())
+    return out
+
+
+@torch.no_grad()
+def predict_images(model, cfg, images: list[np.ndarray], device: torch.device) -> np.ndarray:
+    """Joints of a list of (H, W, 3) uint8 RGB images: (N, K, 3) x, y, score in each image's own pixels."""
+    return _single(*_forward(model, cfg, images, device), cfg)
+
+
 def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, batch_size: int = 8,
-            device: str = "auto", min_score: float = 0.0, cfg=None) -> list[dict]:
+            device: str = "auto", min_score: float = 0.0, cfg=None, multi_person: bool | None = None) -> list[dict]:
     """Run a snapshot on images; write <name>.json (joints with names, x, y, score in the image's pixels) and
-    <name>.png (the skeleton drawn) per image into out_dir. Returns the JSON documents."""
-    from fastpose.evaluate import load_model, pick_device
+    <name>.png (the skeleton drawn) per image into out_dir. Returns the JSON documents.
+
+    multi_person: assemble every person of the image (fastpose.assembly; each drawn in its own colour, the JSON gets a
+    "persons" list). None = automatic: on for models with a pairwise head or trained on COCO-type data, when an edge
+    classifier (fastpose fit-assembly) or pairwise statistics are at hand.
+    """
+    from fastpose.evaluate import _assembly_model, load_model, pick_device
 
     paths = expand_inputs(inputs)
     if batch_size <= 0:
@@ -182,6 +219,12 @@ def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, b
     dev = pick_device(device)
     model, cfg = load_model(checkpoint, dev, cfg)
     names = cfg.joint_names or [f"joint{k}" for k in range(cfg.num_joints)]
+    assembly, note = None, None
+    if multi_person is not False:
+        assembly, note = _assembly_model(cfg, checkpoint)
+        if note is not None and multi_person:
+            raise UserError(f"--multi-person: {note.replace('COCO AP not computed: ', '')}.")
+        multi_person = note is None and (bool(multi_person) or cfg.pairwise_predict or cfg.dataset_type == "coco")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stems = _unique_stems(paths)
@@ -189,14 +232,22 @@ def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, b
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         images = [read_image(p) for p in chunk]
-        joints = predict_images(model, cfg, images, dev)  # (B, K, 3)
-        for path, stem, image, pose in zip(chunk, stems[start:start + batch_size], images, joints):
+        with torch.no_grad():
+            heads, valid_hw, ratio = _forward(model, cfg, images, dev)
+        joints = _single(heads, valid_hw, ratio, cfg)  # (B, K, 3)
+        persons = _persons(heads, valid_hw, ratio, cfg, assembly) if multi_person else [None] * len(chunk)
+        for path, stem, image, pose, people in zip(chunk, stems[start:start + batch_size], images, joints, persons):
             doc = {"image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
                    "frame": "image pixels, 0-based, pixel centres at integer coordinates",
                    "joints": [{"name": n, "x": float(x), "y": float(y), "score": float(s)}
                               for n, (x, y, s) in zip(names, pose)]}
+            if people is not None:
+                doc["persons"] = [[{"name": n, "x": float(x), "y": float(y), "score": float(s)}
+                                   for n, (x, y, s) in zip(names, person)] for person in people]
+                drawn = draw_persons(image, people, cfg.skeleton, min_score=max(min_score, 1e-6))
+            else:
+                drawn = draw_pose(image, pose[:, :2], pose[:, 2], cfg.skeleton, min_score=min_score)
             _write_atomic(out_dir / f"{stem}.json", json.dumps(doc, indent=1).encode())
-            drawn = draw_pose(image, pose[:, :2], pose[:, 2], cfg.skeleton, min_score=min_score)
             ok, png = cv2.imencode(".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
             if not ok:
                 raise RuntimeError(f"OpenCV could not encode the drawing of {path} as PNG")

@@ -1,0 +1,86 @@
+"""The whole multi-person flow on the shared COCO excerpt: convert -> pairwise-stats -> train with the pairwise head ->
+fit-assembly -> eval (COCO OKS AP) -> predict (every person in its own colour). A tiny ResNet-18, two iterations:
+this checks that the stages fit together and write what they promise, not accuracy."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from fastpose import config
+from fastpose.assembly import fit_assembly, model_path
+from fastpose.convert.coco import convert_coco
+from fastpose.evaluate import evaluate, write_outputs
+from fastpose.pairwise import load_stats, write_stats
+from fastpose.predict import predict
+from fastpose.train import train
+
+COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmpose" / "coco"
+
+CFG = """\
+dataset: {root}/shards
+dataset_type: coco
+net_type: resnet_18
+freeze_bn: false
+global_scale: 0.3
+location_refinement: true
+locref_loss_weight: 0.05
+pairwise_predict: true
+pairwise_loss_weight: 0.05
+pairwise_stats_fn: {root}/pairwise_stats.npz
+det_min_score: 0.0    # an untrained net: every local maximum is a detection
+nms_radius: 1.0
+optimizer: adam
+multi_step: [[0.001, 2]]
+batch_size: 2
+display_iters: 1
+save_iters: 2
+num_workers: 1
+num_threads: 1
+channels_last: false
+test_split: train
+out_dir: {root}/run
+"""
+
+
+@pytest.mark.skipif(not COCO.exists(), reason="../shared/data/mmpose/coco is absent (a user's fresh clone)")
+def test_multi_person_flow(tmp_path):
+    convert_coco(COCO, COCO / "test_coco.json", tmp_path / "shards", quiet=True, workers=1)
+    (tmp_path / "coco.yaml").write_text(CFG.format(root=tmp_path))
+    cfg = config.load(tmp_path / "coco.yaml")
+
+    write_stats(cfg, quiet=True)
+    mean, std = load_stats(cfg.pairwise_stats_fn)
+    assert mean.shape == (17, 17, 2) and (std > 0).all()
+
+    result = train(cfg, quiet=True)
+    lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert result["iteration"] == 2 and "loss_pairwise" in lines[0]
+
+    fitted = fit_assembly(cfg, result["snapshot"], device="cpu")
+    assert Path(fitted["path"]) == model_path(result["snapshot"]) and model_path(result["snapshot"]).is_file()
+
+    evaluation = evaluate(None, result["snapshot"], split="train", device="cpu")
+    coco = evaluation["metrics"]["coco"]
+    assert "note" not in coco and 0.0 <= coco["AP"] <= 1.0  # an untrained net: any AP, but computed
+    written = write_outputs(evaluation, tmp_path / "eval")
+    assert any(p.name == "coco_results.json" for p in written)
+
+    images = sorted(str(p) for p in COCO.glob("*.jpg"))
+    docs = predict(result["snapshot"], images[:2], tmp_path / "pred", device="cpu", multi_person=True)
+    assert all("persons" in d for d in docs)
+    png = cv2.imread(str(tmp_path / "pred" / (Path(images[0]).stem + ".png")))
+    assert png is not None and png.shape[:2] == (docs[0]["height"], docs[0]["width"])
+
+
+@pytest.mark.skipif(not COCO.exists(), reason="../shared/data/mmpose/coco is absent")
+def test_cli_pairwise_stats(tmp_path):
+    convert_coco(COCO, COCO / "test_coco.json", tmp_path / "shards", quiet=True, workers=1)
+    (tmp_path / "coco.yaml").write_text(CFG.format(root=tmp_path))
+    done = subprocess.run([sys.executable, "-m", "fastpose", "pairwise-stats", str(tmp_path / "coco.yaml")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "pairwise_stats.npz").is_file()
