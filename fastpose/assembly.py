@@ -182,10 +182,11 @@ def _predicted_offsets(dets: Detections, pairwise, mean, std, k: int) -> np.ndar
 
 def _directions(pred, centre, pos, kind, std) -> tuple[np.ndarray, np.ndarray]:
     """(N, N) normalised distance and angle between the offset predicted from a towards b's joint type and the real
-    offset a -> b (from a's cell centre), for every ordered pair (a, b); float32 is plenty for features."""
-    p = pred[:, kind].astype(np.float32)  # (N, N, 2) prediction of a towards joint kind[b]
-    real = (pos[None, :, :] - centre[:, None, :]).astype(np.float32)  # (N, N, 2)
-    sd = std[kind[:, None], kind[None, :]].astype(np.float32)  # (N, N, 2)
+    offset a -> b (from a's cell centre), for every ordered pair (a, b); float64 like the native `edge_costs`, so
+    that the two agree to rounding (this numpy version is the reference and the fitting path)."""
+    p = pred[:, kind].astype(np.float64)  # (N, N, 2) prediction of a towards joint kind[b]
+    real = (pos[None, :, :] - centre[:, None, :]).astype(np.float64)  # (N, N, 2)
+    sd = std[kind[:, None], kind[None, :]].astype(np.float64)  # (N, N, 2)
     diff = (p - real) / sd
     dist = np.sqrt(diff[..., 0] ** 2 + diff[..., 1] ** 2)
     cross = p[..., 0] * real[..., 1] - p[..., 1] * real[..., 0]
@@ -214,6 +215,22 @@ def edge_features(dets: Detections, pairwise, mean, std, cfg) -> tuple[np.ndarra
     return np.stack([ea, eb], axis=1), feats, np.stack([a[same], b[same]], axis=1)
 
 
+def edge_costs(dets: Detections, pairwise, mean, std, cfg, weights) -> tuple[np.ndarray, np.ndarray]:
+    """(edges (E, 2) int64, costs (E,) float64) of the multicut graph, natively in one pass over detection pairs
+    (kernels/multicut.cpp): every pair of one joint type with SAME_TYPE_COST, every pair of allowed types with
+    log((1 - p) / p) = -clip(features . weights, +-LOGIT_CLIP), features as `edge_features` (the tested reference)."""
+    from fastpose.kernels import _multicut
+
+    k = mean.shape[0]
+    half = cfg.stride / 2.0
+    centre = np.stack([dets.col * cfg.stride + half, dets.row * cfg.stride + half], axis=1).astype(np.float64)
+    pos = np.stack([dets.x, dets.y], axis=1).astype(np.float64)  # (N, 2)
+    pred = np.ascontiguousarray(_predicted_offsets(dets, pairwise, mean, std, k), np.float64)  # (N, K, 2)
+    return _multicut.edge_costs(np.ascontiguousarray(dets.k, np.int64), centre, pos, pred,
+                                np.ascontiguousarray(std, np.float64), _allowed_types(k, cfg.sparse_graph),
+                                np.ascontiguousarray(weights, np.float64), LOGIT_CLIP, SAME_TYPE_COST)
+
+
 def _stats(model: dict | None, cfg, scale: float) -> tuple[np.ndarray, np.ndarray]:
     if model is not None and "mean" in model:
         mean, std = np.asarray(model["mean"], np.float64), np.asarray(model["std"], np.float64)
@@ -239,12 +256,9 @@ def assemble(part_logits, locref, pairwise, cfg, model: dict | None, *, scale: f
     if len(dets) == 0:
         return np.zeros((0, k, 3))
     mean, std = _stats(model, cfg, scale)
-    edges, feats, same = edge_features(dets, pairwise, mean, std, cfg)
     weights = np.asarray(model["weights"] if model is not None and "weights" in model else DEFAULT_WEIGHTS)
-    logit = np.clip(feats @ weights, -LOGIT_CLIP, LOGIT_CLIP)  # (E,) log(p / (1 - p))
-    all_edges = np.concatenate([edges, same]).astype(np.int64)
-    costs = np.concatenate([-logit, np.full(len(same), SAME_TYPE_COST)])  # log((1 - p) / p) = -logit
-    labels = multicut(len(dets), all_edges, costs)
+    edges, costs = edge_costs(dets, pairwise, mean, std, cfg, weights)  # (E, 2), (E,)
+    labels = multicut(len(dets), edges, costs)
     people = np.zeros((labels.max() + 1, k, 3))
     order = np.argsort(dets.score, kind="stable")  # ascending: the best detection of a type is written last
     people[labels[order], dets.k[order]] = np.stack([dets.x[order], dets.y[order], dets.score[order]], axis=1)

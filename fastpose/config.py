@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -56,6 +57,27 @@ COCO_GROUP_NAMES = ["nose", "eye", "ear", "shoulder", "elbow", "wrist", "hip", "
 COCO_SKELETON = [[15, 13], [13, 11], [16, 14], [14, 12], [11, 12], [5, 11], [6, 12], [5, 6], [5, 7], [6, 8], [7, 9],
                  [8, 10], [1, 2], [0, 1], [0, 2], [1, 3], [2, 4], [3, 5], [4, 6]]  # fmt: skip
 
+# Keys of the reference's pose_cfg.yaml that fastpose accepts (so its configs load unchanged) but does not act on,
+# with what to do instead. Setting one to a non-default value prints a note, so nobody believes it took effect.
+NO_EFFECT = {
+    "dataset_phase": "fastpose converts COCO before training: `fastpose convert coco --images ... --annotations ...`",
+    "dataset_ann": "fastpose converts COCO before training: `fastpose convert coco`",
+    "coco_only_images_with_people": "`fastpose convert coco` keeps only images with labelled people",
+    "crop": "use crop_size: [w, h] (a random crop that keeps the person)",
+    "crop_pad": "use crop_size: [w, h]",
+    "weigh_part_predictions": "per-joint score weights from the dataset are not supported",
+    "weigh_negatives": "negative-cell subsampling (fg_fraction) is not supported; all cells are weighted",
+    "fg_fraction": "negative-cell subsampling is not supported; all cells are weighted",
+    "pairwise_stats_collect": "run `fastpose pairwise-stats CONFIG`",
+    "tensorflow_pairwise_order": "fastpose has one pairwise channel order: pair id (K-1)s + e - [s < e]",
+    "pairwise_model_dir": "`fastpose fit-assembly` writes <checkpoint>.assembly.json",
+    "use_gt_segm": "ground-truth segmentations are not used; crowd regions come from `fastpose convert coco`",
+    "scmap_threshold": "not used at test time; see det_min_score for multi-person detections",
+    "scoremap_dir": "`fastpose eval --out DIR` sets where predictions go",
+    "video": "video input is not supported; extract frames and use `fastpose predict`",
+    "video_batch": "video input is not supported",
+}
+
 # Keys whose values are file system paths, resolved against the config file's folder.
 PATH_KEYS = ("dataset", "init_weights", "out_dir", "pairwise_stats_fn", "pairwise_model_dir")
 
@@ -84,7 +106,7 @@ class Config:
     scale_jitter_up: float = 1.0
     mirror: bool = False
     max_input_size: int = 1500
-    min_input_size: int = 64
+    min_input_size: int = 0  # a smaller scaled side is scaled up to this (0: off; the reference skipped such images)
     crop: bool = False
     crop_pad: int = 0
     crop_size: list[int] = field(default_factory=list)  # fastpose: [w, h] random crop that keeps the person
@@ -309,6 +331,10 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None, **v
                 setattr(cfg, key, str(base / value))
     _apply_dataset_type(cfg, set(explicit), where)
     validate(cfg, where)
+    for key in explicit:
+        if key in NO_EFFECT and getattr(cfg, key) != _default(key):
+            sys.stderr.write(f"note: {where}: {key} = {getattr(cfg, key)!r} has no effect in fastpose "
+                             f"({NO_EFFECT[key]}).\n")
     return cfg
 
 

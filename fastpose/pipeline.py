@@ -12,9 +12,11 @@ Stages, per sample:
    coin, crop origin) from a numpy Generator keyed by (seed, epoch, sample index) and transforms the joints in numpy,
    so batches do not depend on worker timing and a resumed run reproduces the uninterrupted stream exactly.
 2. Decode: `fn.decoders.image` on device "mixed" where there is a GPU, "cpu" where there is none (`device_id=None`).
-3. Scale: s = global_scale x U(scale_jitter_lo, scale_jitter_up) (train) or global_scale (eval); a sample whose scaled
-   area floor(W s) x floor(H s) exceeds max_input_size^2 gets s = max_input_size / sqrt(W H) instead (counted in
-   `Loader.clamped`, never dropped). Bilinear (antialiased) resize to floor(W s) x floor(H s), as the reference.
+3. Scale: s = global_scale x U(scale_jitter_lo, scale_jitter_up) (train) or global_scale (eval); a sample whose
+   smaller scaled side is below min_input_size is scaled up to it, and one whose scaled area floor(W s) x floor(H s)
+   exceeds max_input_size^2 gets s = max_input_size / sqrt(W H) instead (both counted in `Loader.clamped`, never
+   dropped; the reference skipped such images). Bilinear (antialiased) resize to floor(W s) x floor(H s), as the
+   reference.
 4. Crop (train with `crop_size: [w, h]` only): a random w x h window (clipped to the scaled image) that contains the
    box of the labelled joints when it fits, else one labelled joint drawn at random. Joints outside the window
    become absent.
@@ -127,6 +129,7 @@ class Augment:
     perm: tuple[int, ...]  # perm[k] = the joint id k becomes under mirroring
     stride: int = 8  # the network's output stride (cells of the ignore mask)
     ignore: bool = False  # emit the ignore mask of the samples' meta["ignore_rle"] (COCO shards)
+    min_input_size: int = 0  # a smaller scaled side is scaled up to this (0: off)
 
 
 @dataclass(frozen=True)
@@ -149,9 +152,12 @@ def sample_params(aug: Augment, epoch: int, index: int, width: int, height: int,
     rng = np.random.default_rng([aug.seed, epoch, max(index, 0)])
     u, coin, cx, cy, ca = rng.random(5)  # always drawn, in this order, so each choice is stable whatever the options
     scale = aug.global_scale * (aug.jitter_lo + (aug.jitter_up - aug.jitter_lo) * u if aug.train else 1.0)
-    clamped = math.floor(width * scale) * math.floor(height * scale) > aug.max_input_size**2
-    if clamped:  # floor(W s) floor(H s) <= W H s^2 = max_input_size^2
-        scale = aug.max_input_size / math.sqrt(width * height)
+    clamped = False
+    if aug.min_input_size and min(width, height) * scale < aug.min_input_size:  # too small for the network
+        scale, clamped = aug.min_input_size / min(width, height), True
+    if math.floor(width * scale) * math.floor(height * scale) > aug.max_input_size**2:  # the memory bound wins
+        # floor(W s) floor(H s) <= W H s^2 = max_input_size^2
+        scale, clamped = aug.max_input_size / math.sqrt(width * height), True
     res_w, res_h = max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
     crop_x = crop_y = 0
     crop_w, crop_h = res_w, res_h
@@ -589,7 +595,8 @@ def build_loader(cfg, dataset_dir, split: str = "train", *, train: bool = True, 
     crop_w, crop_h = (cfg.crop_size if cfg.crop_size else (0, 0))
     aug = Augment(train=train, global_scale=float(cfg.global_scale), jitter_lo=float(cfg.scale_jitter_lo),
                   jitter_up=float(cfg.scale_jitter_up), mirror=bool(cfg.mirror),
-                  max_input_size=int(cfg.max_input_size), crop_w=int(crop_w), crop_h=int(crop_h), seed=int(cfg.seed),
+                  max_input_size=int(cfg.max_input_size), min_input_size=int(cfg.min_input_size),
+                  crop_w=int(crop_w), crop_h=int(crop_h), seed=int(cfg.seed),
                   perm=symmetric_permutation(k, groups), stride=int(cfg.stride),
                   ignore=train and ds.manifest.get("source", {}).get("format") == "coco")
     return Loader(ds, aug, batch_size=batch_size or cfg.batch_size, shard_id=shard_id, num_shards=num_shards,

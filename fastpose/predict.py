@@ -125,13 +125,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def prepare(image: np.ndarray, cfg) -> tuple[np.ndarray, tuple[int, int]]:
     """(H, W, 3) uint8 RGB -> ((h, w, 3) float32 network input, (h, w)) as the eval pipeline makes it: scale =
-    global_scale (clamped by max_input_size, `pipeline.sample_params`), resized to floor(W s) x floor(H s) with the
+    global_scale (clamped by min/max_input_size, `pipeline.sample_params`), resized to floor(W s) x floor(H s) with the
     pixel-centre convention, mean_pixel subtracted."""
     from fastpose.pipeline import Augment, sample_params
 
     h, w = image.shape[:2]
     aug = Augment(train=False, global_scale=float(cfg.global_scale), jitter_lo=1.0, jitter_up=1.0, mirror=False,
-                  max_input_size=int(cfg.max_input_size), crop_w=0, crop_h=0, seed=0, perm=())
+                  max_input_size=int(cfg.max_input_size), min_input_size=int(cfg.min_input_size), crop_w=0,
+                  crop_h=0, seed=0, perm=())
     p = sample_params(aug, 0, 0, w, h, np.zeros((0, max(cfg.num_joints, 1), 3), np.float32))
     if (p.res_w, p.res_h) != (w, h):
         # Area averaging when shrinking (antialiased, as DALI's resize), bilinear when enlarging; both map pixel

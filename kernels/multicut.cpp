@@ -17,13 +17,20 @@
 //      remaining one even when it loses, is kept up to its best prefix; joining the two clusters outright is the other
 //      candidate. Only strict improvements are applied, so the result is never worse than GAEC's.
 // Method "gaec": step 3's contraction alone, on the whole graph (the baseline the tests compare against).
+// GAEC keeps the summed weights between clusters in a dense matrix when the graph is small enough (fast row updates),
+// else in hash maps.
+//
+// edge_costs: the assembly's edges and their costs in one pass over detection pairs (fastpose.assembly's numpy
+// edge_features + logistic score are the reference it is tested against).
 
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <numeric>
 #include <queue>
@@ -66,8 +73,63 @@ struct Csr {
     }
 };
 
+constexpr int kDenseMaxNodes = 512;  // dense GAEC up to this many nodes: an (n, n) matrix of 2 MiB at most
+
+// GAEC with the cluster weights in a dense (n, n) matrix: a merge adds row v to row u in O(n). Returns a cluster id
+// per node (not canonical).
+std::vector<int> gaec_dense(int n, const std::vector<Edge>& edges) {
+    std::vector<double> W(static_cast<size_t>(n) * n, 0.0);  // (n, n) summed weight between live clusters
+    for (const Edge& e : edges) {
+        W[static_cast<size_t>(e.u) * n + e.v] += e.w;
+        W[static_cast<size_t>(e.v) * n + e.u] += e.w;
+    }
+    using Item = std::tuple<double, int, int>;
+    std::vector<Item> items;
+    for (int u = 0; u < n; ++u)
+        for (int v = u + 1; v < n; ++v)
+            if (W[static_cast<size_t>(u) * n + v] > 0) items.emplace_back(W[static_cast<size_t>(u) * n + v], u, v);
+    std::priority_queue<Item> heap(std::less<Item>(), std::move(items));  // lazy: stale entries are skipped
+    std::vector<int> parent(n);
+    std::iota(parent.begin(), parent.end(), 0);
+    std::vector<int> live(n);  // the live clusters, in no particular order
+    std::iota(live.begin(), live.end(), 0);
+    std::vector<int> slot(n);  // position of each live cluster in `live`
+    std::iota(slot.begin(), slot.end(), 0);
+    while (!heap.empty()) {
+        auto [w, u, v] = heap.top();
+        heap.pop();
+        if (parent[u] != u || parent[v] != v || W[static_cast<size_t>(u) * n + v] != w) continue;  // stale
+        double* ru = &W[static_cast<size_t>(u) * n];
+        double* rv = &W[static_cast<size_t>(v) * n];
+        ru[v] = 0;
+        W[static_cast<size_t>(v) * n + u] = 0;
+        for (int x : live) {
+            if (x == u || x == v || rv[x] == 0) continue;
+            double sum = ru[x] + rv[x];
+            ru[x] = sum;
+            W[static_cast<size_t>(x) * n + u] = sum;
+            W[static_cast<size_t>(x) * n + v] = 0;
+            rv[x] = 0;
+            if (sum > 0) heap.emplace(sum, std::min(u, x), std::max(u, x));
+        }
+        parent[v] = u;
+        int last = live.back();  // drop v from the live list
+        live[slot[v]] = last;
+        slot[last] = slot[v];
+        live.pop_back();
+    }
+    std::vector<int> label(n);
+    for (int i = 0; i < n; ++i) {
+        int r = i;
+        while (parent[r] != r) r = parent[r];
+        label[i] = r;
+    }
+    return label;
+}
+
 // GAEC on n nodes: returns a cluster id per node (not canonical).
 std::vector<int> gaec(int n, const std::vector<Edge>& edges) {
+    if (n <= kDenseMaxNodes) return gaec_dense(n, edges);
     std::vector<std::unordered_map<int, double>> adj(n);  // cluster -> neighbour cluster -> summed weight
     for (const Edge& e : edges) {
         adj[e.u][e.v] += e.w;
@@ -361,6 +423,94 @@ std::vector<int64_t> solve(int64_t n_nodes, nb::ndarray<const int64_t, nb::ndim<
     return canonical(label);
 }
 
+template <typename T>
+using Array = nb::ndarray<const T, nb::c_contig, nb::device::cpu>;
+
+// A numpy array owning a heap copy of `data`, shaped `shape`.
+template <typename T>
+nb::ndarray<nb::numpy, T> to_numpy(std::vector<T>&& data, std::initializer_list<size_t> shape) {
+    auto* owned = new std::vector<T>(std::move(data));
+    nb::capsule owner(owned, [](void* p) noexcept { delete static_cast<std::vector<T>*>(p); });
+    return nb::ndarray<nb::numpy, T>(owned->data(), shape.size(), shape.begin(), owner);
+}
+
+// Edges of the assembly graph and their costs, every detection pair (a < b) once, in row-major upper-triangle order:
+// pairs of one joint type get same_type_cost; pairs of allowed types get -clip(features . weights, -clip, clip), the
+// features being (1, dist_ab, dist_ba, angle_ab, angle_ba) as in fastpose.assembly.edge_features; other pairs none.
+// kind (N,) int64; centre, pos (N, 2) float64 (cell centres, refined positions); pred (N, K, 2) float64 (offset
+// predicted from each detection to each joint type); std (K, K, 2) float64; allowed (K, K) bool; weights (5,).
+std::tuple<nb::ndarray<nb::numpy, int64_t>, nb::ndarray<nb::numpy, double>> edge_costs(
+    Array<int64_t> kind, Array<double> centre, Array<double> pos, Array<double> pred, Array<double> stdev,
+    Array<bool> allowed, Array<double> weights, double clip, double same_type_cost) {
+    const size_t n = kind.shape(0);
+    if (centre.ndim() != 2 || pos.ndim() != 2 || centre.shape(0) != n || pos.shape(0) != n || centre.shape(1) != 2 ||
+        pos.shape(1) != 2)
+        throw std::invalid_argument("centre and pos must be (N, 2) for kind (N,)");
+    if (stdev.ndim() != 3 || stdev.shape(1) != stdev.shape(0) || stdev.shape(2) != 2)
+        throw std::invalid_argument("std must be (K, K, 2)");
+    const size_t k = stdev.shape(0);
+    if (pred.ndim() != 3 || pred.shape(0) != n || pred.shape(1) != k || pred.shape(2) != 2)
+        throw std::invalid_argument("pred must be (N, K, 2)");
+    if (allowed.ndim() != 2 || allowed.shape(0) != k || allowed.shape(1) != k)
+        throw std::invalid_argument("allowed must be (K, K)");
+    if (weights.ndim() != 1 || weights.shape(0) != 5) throw std::invalid_argument("weights must be (5,)");
+    const int64_t* kd = kind.data();
+    for (size_t i = 0; i < n; ++i)
+        if (kd[i] < 0 || static_cast<size_t>(kd[i]) >= k) throw std::out_of_range("kind outside 0..K-1");
+    const double *c = centre.data(), *q = pos.data(), *pr = pred.data(), *sd = stdev.data(), *wt = weights.data();
+    const bool* ok = allowed.data();
+    std::vector<int64_t> edges;
+    std::vector<double> costs;
+    {
+        nb::gil_scoped_release release;
+        // The angle terms lie in [w3, w4] . [0, pi]^2: when even their most favourable value leaves the logit beyond
+        // +-clip, the clipped logit is known without the two atan2 calls (most pairs of a crowded image).
+        const double pi = 3.14159265358979323846;
+        const double angle_hi = pi * (std::max(wt[3], 0.0) + std::max(wt[4], 0.0));
+        const double angle_lo = pi * (std::min(wt[3], 0.0) + std::min(wt[4], 0.0));
+        edges.reserve(n * (n - (n > 0)));
+        costs.reserve(n * (n - (n > 0)) / 2);
+        // (dist, angle) from a's prediction towards b's joint type to b itself.
+        auto miss = [&](size_t a, size_t b, bool with_angle, double& dist, double& angle) {
+            const size_t s = kd[a], e = kd[b];
+            const double px = pr[(a * k + e) * 2], py = pr[(a * k + e) * 2 + 1];
+            const double rx = q[b * 2] - c[a * 2], ry = q[b * 2 + 1] - c[a * 2 + 1];
+            const double dx = (px - rx) / sd[(s * k + e) * 2], dy = (py - ry) / sd[(s * k + e) * 2 + 1];
+            dist = std::sqrt(dx * dx + dy * dy);
+            angle = with_angle ? std::abs(std::atan2(px * ry - py * rx, px * rx + py * ry)) : 0.0;
+        };
+        for (size_t a = 0; a < n; ++a)
+            for (size_t b = a + 1; b < n; ++b) {
+                double cost;
+                if (kd[a] == kd[b]) {
+                    cost = same_type_cost;
+                } else if (ok[kd[a] * k + kd[b]]) {
+                    double d_ab, d_ba, g_ab, g_ba;
+                    miss(a, b, false, d_ab, g_ab);
+                    miss(b, a, false, d_ba, g_ba);
+                    double logit = wt[0] + wt[1] * d_ab + wt[2] * d_ba;
+                    if (logit + angle_hi <= -clip) {
+                        logit = -clip;
+                    } else if (logit + angle_lo >= clip) {
+                        logit = clip;
+                    } else {
+                        miss(a, b, true, d_ab, g_ab);
+                        miss(b, a, true, d_ba, g_ba);
+                        logit = std::clamp(logit + wt[3] * g_ab + wt[4] * g_ba, -clip, clip);
+                    }
+                    cost = -logit;
+                } else {
+                    continue;
+                }
+                edges.push_back(static_cast<int64_t>(a));
+                edges.push_back(static_cast<int64_t>(b));
+                costs.push_back(cost);
+            }
+    }
+    const size_t count = costs.size();
+    return {to_numpy(std::move(edges), {count, 2}), to_numpy(std::move(costs), {count})};
+}
+
 }  // namespace
 
 NB_MODULE(_multicut, m) {
@@ -368,4 +518,7 @@ NB_MODULE(_multicut, m) {
     m.def("solve", &solve, nb::arg("n_nodes"), nb::arg("edges"), nb::arg("costs"), nb::arg("method") = "kl",
           nb::arg("exact_max_nodes") = 10,
           "Cluster labels (n_nodes,) minimising the summed cost of the edges inside clusters.");
+    m.def("edge_costs", &edge_costs, nb::arg("kind"), nb::arg("centre"), nb::arg("pos"), nb::arg("pred"),
+          nb::arg("std"), nb::arg("allowed"), nb::arg("weights"), nb::arg("clip"), nb::arg("same_type_cost"),
+          "(edges (E, 2) int64, costs (E,) float64) of every same-type or allowed detection pair, a < b.");
 }

@@ -110,3 +110,10 @@ def test_symmetric_permutation_and_save_roundtrip(tmp_path):
     cfg.save(tmp_path / "resolved.yaml")
     again = config.load(tmp_path / "resolved.yaml")
     assert again.to_dict() == cfg.to_dict()
+
+
+def test_reference_keys_without_effect_are_announced(tmp_path, capsys):
+    config.load(write(tmp_path, "crop: true\nscoremap_dir: test\n"))
+    err = capsys.readouterr().err
+    assert "crop = True has no effect in fastpose (use crop_size" in err
+    assert "scoremap_dir" not in err  # the default value: nothing to announce

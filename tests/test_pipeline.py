@@ -246,6 +246,16 @@ def test_scale_clamp_and_crop_origin_keep_the_person():
         assert (out[0, [0, 1, 3], :2] >= -0.5).all() and (out[0, [0, 1, 3], :2] <= 19.5).all()
 
 
+def test_small_images_are_scaled_up_to_min_input_size():
+    aug = Augment(train=False, global_scale=1.0, jitter_lo=1.0, jitter_up=1.0, mirror=False, max_input_size=100,
+                  crop_w=0, crop_h=0, seed=0, perm=(), min_input_size=64)
+    p = sample_params(aug, 0, 0, 40, 80, np.zeros((0, 1, 3), np.float32))
+    assert p.clamped and p.scale == pytest.approx(1.6) and (p.res_w, p.res_h) == (64, 128)
+    # the memory bound wins over the minimum: 40 x 400 at s = 1.6 would exceed 100^2
+    p = sample_params(aug, 0, 0, 40, 400, np.zeros((0, 1, 3), np.float32))
+    assert p.scale == pytest.approx(100 / math.sqrt(40 * 400))
+
+
 def test_sharding_splits_an_epoch_into_disjoint_covering_parts():
     n, b = 23, 3
     for epoch in range(3):
