@@ -82,17 +82,17 @@ def make_targets(
     return make_targets_torch(joints, grid, stride, dist_thresh, locref_stdev, ignore, present_only)
 
 
-def _weights(present_k: torch.Tensor, ignore: torch.Tensor | None, shape, present_only: bool) -> torch.Tensor:
-    """scmap_weights (B, K, H, W) from the per-channel presence (B, K) and the ignore mask (B, 1, H, W)."""
-    b, k, h, w = shape
-    device = present_k.device
+def _weights(out: torch.Tensor, present_k: torch.Tensor, ignore: torch.Tensor | None, present_only: bool) -> None:
+    """Writes scmap_weights into `out` (B, K, H, W) from the per-channel presence (B, K) and ignore (B, 1, H, W)."""
+    if ignore is None and not present_only:
+        out.fill_(1.0)
+        return
+    weights = torch.ones((), dtype=torch.float32, device=out.device)
     if present_only:
         weights = present_k.to(torch.float32)[:, :, None, None]  # (B, K, 1, 1)
-    else:
-        weights = torch.ones((1, 1, 1, 1), dtype=torch.float32, device=device)
     if ignore is not None:
-        weights = weights * (1.0 - ignore.to(device=device, dtype=torch.float32))  # times (B, 1, H, W)
-    return weights.expand(b, k, h, w).contiguous()
+        weights = weights * (1.0 - ignore.to(device=out.device, dtype=torch.float32))  # times (B, 1, H, W)
+    out.copy_(weights)
 
 
 def make_targets_torch(
@@ -104,85 +104,86 @@ def make_targets_torch(
     ignore: torch.Tensor | None = None,
     present_only: bool = False,
 ) -> Targets:
-    """Vectorised torch twin: each joint visits only its window of cells, then the hits are scattered into the grid.
+    """Vectorised torch twin: each joint tests a window of n x n candidate cells, then all of them are scattered.
 
     A joint at x reaches the columns i with |i * stride + stride / 2 - x| <= t, i.e. at most floor(2t / stride) + 1
-    of them; the window starts at floor((x - t - stride / 2) / stride) and is floor(2t / stride) + 2 wide so that
-    rounding in that start can never drop a column. Every candidate is then tested exactly (d2 <= t^2 in float32).
-    Among the persons hitting one cell, the nearest wins: the hits are sorted by (cell, d2, person) in one int64 key.
+    of them; the window starts at floor((x - t - stride / 2) / stride) and is n = floor(2t / stride) + 2 wide so
+    that rounding in that start can never drop a column. The start is then clamped into the grid (the shifted
+    window still holds every in-grid column within reach), so every candidate has a valid cell index and no
+    compaction (nonzero) is needed: misses write 0 with a max / sum reduction, which leaves the cell unchanged.
+    Every candidate is tested exactly (d2 <= t^2 in float32). Among the persons hitting one cell the nearest wins
+    (ties: the lower person index): the int64 key (d2 bits * P + person), inverted, is max-reduced per cell.
+    All four outputs are views of one buffer (one allocation: the allocator reuses it from call to call instead of
+    returning pages to the system and faulting them in again, which cost more than the whole computation).
     """
     h, w, thresh = _check_inputs(joints, grid, stride, dist_thresh, locref_stdev, ignore)
     device = joints.device
     joints = joints.to(torch.float32)
     b, p, k, _ = joints.shape
     hw = h * w
-    x, y, vis = joints.unbind(-1)  # (B, P, K) each
-    present = (vis > 0) & torch.isfinite(x) & torch.isfinite(y)  # (B, P, K)
-    weights = _weights(present.any(dim=1), ignore, (b, k, h, w), present_only)
-    scmap = torch.zeros(b * k * hw, dtype=torch.float32, device=device)
-    locref = torch.zeros(b * k * 2 * hw, dtype=torch.float32, device=device)
-    locref_mask = torch.zeros(b * k * 2 * hw, dtype=torch.float32, device=device)
+    n_s = b * k * hw  # elements of scmap; locref and its mask have 2 * n_s
+    xy = joints[..., :2]  # (B, P, K, 2)
+    # x * 0 is nan for inf and nan, so the sum is present only when x and y are finite.
+    present = (xy * 0.0).sum(-1) + joints[..., 2] > 0  # (B, P, K)
+    buf = torch.empty(6 * n_s, dtype=torch.float32, device=device)
+    buf[: 5 * n_s].zero_()
+    # locref first: its storage offset 0 lets it double as an int64 scratch below.
+    locref, locref_mask, scmap, weights = buf.split([2 * n_s, 2 * n_s, n_s, n_s])
+    _weights(weights.view(b, k, h, w), present.any(dim=1), ignore, present_only)
     t_max = float(thresh.max()) if b > 0 else 0.0
     if not math.isfinite(t_max):
         raise ValueError(f"dist_thresh must be finite; got a maximum of {t_max}")
 
     if b * p * k > 0:
-        t = thresh[:, None, None]  # (B, 1, 1)
         half = stride / 2.0
         n = int(math.floor(2.0 * t_max / stride)) + 2  # window side in cells
-        # Absent joints get a harmless position (masked below); huge coordinates are clamped so that the window
-        # start cannot overflow int64: such windows fall outside the grid anyway.
-        x = torch.where(present, x, 0.0)
-        y = torch.where(present, y, 0.0)
-        i0 = torch.floor((x - t - half) / stride).clamp_(-n - 1, w + 1).to(torch.int64)  # (B, P, K)
-        j0 = torch.floor((y - t - half) / stride).clamp_(-n - 1, h + 1).to(torch.int64)
-        offs = torch.arange(n, device=device, dtype=torch.int64)
-        ci = i0[..., None] + offs  # (B, P, K, n) candidate columns
-        cj = j0[..., None] + offs  # (B, P, K, n) candidate rows
-        dx = x[..., None] - (ci.to(torch.float32) * stride + half)  # (B, P, K, n)
-        dy = y[..., None] - (cj.to(torch.float32) * stride + half)
-        # Out-of-grid rows and columns get an infinite distance so the single test below rejects them.
-        dx = dx.masked_fill_((ci < 0) | (ci >= w), math.inf)
-        dy = dy.masked_fill_((cj < 0) | (cj >= h), math.inf)
-        d2 = dy[..., :, None] * dy[..., :, None] + dx[..., None, :] * dx[..., None, :]  # (B, P, K, n, n)
-        t2 = torch.where(present, t * t, -1.0)  # (B, P, K); absent joints hit nothing
-        hit = (d2 <= t2[..., None, None]).reshape(-1).nonzero().squeeze(1)  # (M,) flat candidate positions
-
-        col = hit % n  # window column of each hit
-        row = (hit // n) % n
-        joint = hit // (n * n)  # flat (b, p, k)
-        jk = joint % k
-        jb = joint // (p * k)
-        cidx = ci.reshape(-1, n)[joint, col]  # (M,) grid column
-        cjdx = cj.reshape(-1, n)[joint, row]
-        plane = jb * k + jk  # (M,) flat (b, k)
-        cell = plane * hw + cjdx * w + cidx  # (M,) index into (B, K, H, W)
-        scmap[cell] = 1.0
-        first = plane * (2 * hw) + cjdx * w + cidx  # (M,) index of channel 2k into (B, 2K, H, W)
-        locref_mask[torch.cat([first, first + hw])] = 1.0
-
-        hdx = dx.reshape(-1, n)[joint, col]  # (M,)
-        hdy = dy.reshape(-1, n)[joint, row]
+        xy = torch.where(present[..., None], xy, 0.0)  # absent joints: a harmless position, masked by t2 below
+        lo = ((xy - (thresh + half)[:, None, None, None]) / stride).floor_()  # (B, P, K, 2) window start (x, y)
+        lo[..., 0].clamp_(0, max(w - n, 0))
+        lo[..., 1].clamp_(0, max(h - n, 0))
+        cand = lo[..., None] + torch.arange(n, dtype=torch.float32, device=device)  # (B, P, K, 2, n) columns, rows
+        d = xy[..., None] - (cand * stride + half)  # (B, P, K, 2, n): dx per column, dy per row
+        ci = cand.to(torch.int64)
+        sq = d * d
+        if n > w or n > h:  # grids narrower than a window: the cells past the edge hit nothing, write cell w - 1
+            sq[..., 0, :].masked_fill_(ci[..., 0, :] >= w, math.inf)
+            sq[..., 1, :].masked_fill_(ci[..., 1, :] >= h, math.inf)
+            ci[..., 0, :].clamp_(max=w - 1)
+            ci[..., 1, :].clamp_(max=h - 1)
+        d2 = sq[..., 1, :, None] + sq[..., 0, None, :]  # (B, P, K, n, n) dy^2 + dx^2
+        t2 = torch.where(present, (thresh * thresh)[:, None, None], -1.0)  # (B, P, K); absent joints hit nothing
+        hit = d2 <= t2[..., None, None]  # (B, P, K, n, n)
+        hitf = hit.to(torch.float32)
+        plane = torch.arange(0, n_s, hw, device=device).view(b, 1, k, 1)  # (B, 1, K, 1) start of plane (b, k)
+        cell = (ci[..., 1, :] * w)[..., :, None] + (ci[..., 0, :] + plane)[..., None, :]  # (B, P, K, n, n)
+        first = cell + plane[..., None]  # index of channel 2k into (B, 2K, H, W)
+        idx2 = torch.cat([first, first + hw], dim=-1).view(-1)  # (B, P, K, n, 2n) channels 2k, 2k + 1
+        scmap.scatter_reduce_(0, cell.view(-1), hitf.view(-1), "amax")
+        hit2 = torch.cat([hitf, hitf], dim=-1)
+        locref_mask.scatter_reduce_(0, idx2, hit2.view(-1), "amax")
+        ds = d / locref_stdev  # (B, P, K, 2, n)
+        dsx = ds[..., 0, None, :].expand(b, p, k, n, n)
+        dsy = ds[..., 1, :, None].expand(b, p, k, n, n)
+        vals = torch.cat([dsx, dsy], dim=-1)  # (B, P, K, n, 2n) like idx2
         if p > 1:
-            # One int64 key orders the hits by cell, then squared distance (non-negative float32 bits order like
-            # the values), then person; the first hit of each cell wins (ties: the lower person index).
-            hd2 = d2.reshape(-1)[hit]
-            if (b * k * hw) * p < 2**32:
-                key = ((cell << 31) | hd2.view(torch.int32).to(torch.int64)) * p + (joint // k) % p
-                order = torch.argsort(key)
-            else:  # too many cells for one key: two sorts, the second one stable
-                order = torch.argsort(hd2.view(torch.int32).to(torch.int64) * p + (joint // k) % p)
-                order = order[torch.argsort(cell[order], stable=True)]
-            sorted_cell = cell[order]
-            lead = torch.ones_like(sorted_cell, dtype=torch.bool)
-            lead[1:] = sorted_cell[1:] != sorted_cell[:-1]
-            win = order[lead]
-            first, hdx, hdy = first[win], hdx[win], hdy[win]
-        locref[torch.cat([first, first + hw])] = torch.cat([hdx, hdy]) / locref_stdev
+            # Non-negative float32 bits order like the values; inverted so that the largest key is the winner and
+            # the zeroed buffer (and the misses' 0) never win. locref's storage is the scratch, zeroed again after.
+            keys = locref.view(torch.int64)  # (n_s,)
+            person = torch.arange(p, device=device).view(1, p, 1, 1, 1)
+            inv = ((2**31 * p) - (d2.view(torch.int32).to(torch.int64) * p + person)) * hit  # (B, P, K, n, n)
+            cflat = cell.view(-1)
+            inv = inv.view(-1)
+            keys.scatter_reduce_(0, cflat, inv, "amax")
+            win = (keys.gather(0, cflat) == inv).view(b, p, k, n, n) & hit
+            keys.scatter_(0, cflat, 0)
+            winf = win.to(torch.float32)
+            hit2 = torch.cat([winf, winf], dim=-1)
+        # One winner per cell, zeros from every other candidate: the sum is exactly the winner's value.
+        locref.scatter_add_(0, idx2, (vals * hit2).view(-1))
 
     return Targets(
         scmap.view(b, k, h, w),
-        weights,
+        weights.view(b, k, h, w),
         locref.view(b, 2 * k, h, w),
         locref_mask.view(b, 2 * k, h, w),
     )
