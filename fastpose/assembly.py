@@ -168,13 +168,12 @@ def _predicted_offsets(dets: Detections, pairwise, mean, std, k: int) -> np.ndar
     """(N, K, 2): the offset from each detection's cell centre to joint e of its person as the pairwise head predicts
     it, pairwise[s->e] * std[s, e] + mean[s, e] (s = the detection's joint; its own column is mean[s, s] = 0).
     Without a pairwise head the prediction is the mean offset."""
-    s = dets.k[:, None]  # (N, 1)
-    e = np.arange(k)[None, :]  # (1, K)
-    m, sd = mean[s, e], std[s, e]  # (N, K, 2)
+    m, sd = mean[dets.k], std[dets.k]  # (N, K, 2): row s of the statistics (a plain take, ~10x a 2-D fancy index)
     if pairwise is None:
         return m
-    pid = pair_ids(np.broadcast_to(s, (len(dets), k)), np.broadcast_to(e, (len(dets), k)), k)  # (N, K)
-    pid = np.where(s == e, 0, pid)  # the diagonal has no channel; its value is never used
+    s = dets.k[:, None]  # (N, 1)
+    e = np.arange(k)[None, :]  # (1, K)
+    pid = np.where(s == e, 0, pair_ids(s, e, k))  # (N, K); the diagonal has no channel, its value is never used
     raw = np.asarray(pairwise, np.float32)[2 * pid[..., None] + np.arange(2), dets.row[:, None, None],
                                            dets.col[:, None, None]]  # (N, K, 2) normalised offsets
     return raw * sd + m
@@ -215,10 +214,13 @@ def edge_features(dets: Detections, pairwise, mean, std, cfg) -> tuple[np.ndarra
     return np.stack([ea, eb], axis=1), feats, np.stack([a[same], b[same]], axis=1)
 
 
-def edge_costs(dets: Detections, pairwise, mean, std, cfg, weights) -> tuple[np.ndarray, np.ndarray]:
+def edge_costs(dets: Detections, pairwise, mean, std, cfg, weights, *, prune: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
     """(edges (E, 2) int64, costs (E,) float64) of the multicut graph, natively in one pass over detection pairs
-    (kernels/multicut.cpp): every pair of one joint type with SAME_TYPE_COST, every pair of allowed types with
-    log((1 - p) / p) = -clip(features . weights, +-LOGIT_CLIP), features as `edge_features` (the tested reference)."""
+    (kernels/multicut.cpp), a < b in row-major order: every pair of one joint type with SAME_TYPE_COST, every pair of
+    allowed types with log((1 - p) / p) = -clip(features . weights, +-LOGIT_CLIP), features as `edge_features` (the
+    tested reference). prune drops the repulsive edges between components of the attractive ones: the "kl" solver
+    drops exactly those itself, so its labels stay the same (most of a crowded image's edges)."""
     from fastpose.kernels import _multicut
 
     k = mean.shape[0]
@@ -228,7 +230,7 @@ def edge_costs(dets: Detections, pairwise, mean, std, cfg, weights) -> tuple[np.
     pred = np.ascontiguousarray(_predicted_offsets(dets, pairwise, mean, std, k), np.float64)  # (N, K, 2)
     return _multicut.edge_costs(np.ascontiguousarray(dets.k, np.int64), centre, pos, pred,
                                 np.ascontiguousarray(std, np.float64), _allowed_types(k, cfg.sparse_graph),
-                                np.ascontiguousarray(weights, np.float64), LOGIT_CLIP, SAME_TYPE_COST)
+                                np.ascontiguousarray(weights, np.float64), LOGIT_CLIP, SAME_TYPE_COST, prune)
 
 
 def _stats(model: dict | None, cfg, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -257,7 +259,7 @@ def assemble(part_logits, locref, pairwise, cfg, model: dict | None, *, scale: f
         return np.zeros((0, k, 3))
     mean, std = _stats(model, cfg, scale)
     weights = np.asarray(model["weights"] if model is not None and "weights" in model else DEFAULT_WEIGHTS)
-    edges, costs = edge_costs(dets, pairwise, mean, std, cfg, weights)  # (E, 2), (E,)
+    edges, costs = edge_costs(dets, pairwise, mean, std, cfg, weights, prune=True)  # (E, 2), (E,)
     labels = multicut(len(dets), edges, costs)
     people = np.zeros((labels.max() + 1, k, 3))
     order = np.argsort(dets.score, kind="stable")  # ascending: the best detection of a type is written last

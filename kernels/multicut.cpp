@@ -439,9 +439,12 @@ nb::ndarray<nb::numpy, T> to_numpy(std::vector<T>&& data, std::initializer_list<
 // features being (1, dist_ab, dist_ba, angle_ab, angle_ba) as in fastpose.assembly.edge_features; other pairs none.
 // kind (N,) int64; centre, pos (N, 2) float64 (cell centres, refined positions); pred (N, K, 2) float64 (offset
 // predicted from each detection to each joint type); std (K, K, 2) float64; allowed (K, K) bool; weights (5,).
+// prune: drop the repulsive edges (cost >= 0) whose ends lie in different components of the attractive (cost < 0)
+// edges. solve_kl drops exactly these itself (keeping the others in their order), so its labels are unchanged; in a
+// crowded image they are nearly all of the edges.
 std::tuple<nb::ndarray<nb::numpy, int64_t>, nb::ndarray<nb::numpy, double>> edge_costs(
     Array<int64_t> kind, Array<double> centre, Array<double> pos, Array<double> pred, Array<double> stdev,
-    Array<bool> allowed, Array<double> weights, double clip, double same_type_cost) {
+    Array<bool> allowed, Array<double> weights, double clip, double same_type_cost, bool prune) {
     const size_t n = kind.shape(0);
     if (centre.ndim() != 2 || pos.ndim() != 2 || centre.shape(0) != n || pos.shape(0) != n || centre.shape(1) != 2 ||
         pos.shape(1) != 2)
@@ -468,44 +471,77 @@ std::tuple<nb::ndarray<nb::numpy, int64_t>, nb::ndarray<nb::numpy, double>> edge
         const double pi = 3.14159265358979323846;
         const double angle_hi = pi * (std::max(wt[3], 0.0) + std::max(wt[4], 0.0));
         const double angle_lo = pi * (std::min(wt[3], 0.0) + std::min(wt[4], 0.0));
-        edges.reserve(n * (n - (n > 0)));
-        costs.reserve(n * (n - (n > 0)) / 2);
-        // (dist, angle) from a's prediction towards b's joint type to b itself.
-        auto miss = [&](size_t a, size_t b, bool with_angle, double& dist, double& angle) {
-            const size_t s = kd[a], e = kd[b];
+        std::vector<double> inv(k * k * 2);  // (K, K, 2) 1 / std: a product per axis instead of a division
+        for (size_t i = 0; i < inv.size(); ++i) inv[i] = 1.0 / sd[i];
+        std::vector<size_t> per_type(k, 0);  // the exact edge count, so that the loop writes without growth checks
+        for (size_t i = 0; i < n; ++i) per_type[kd[i]]++;
+        size_t count = 0;
+        for (size_t s = 0; s < k; ++s)
+            for (size_t e = s; e < k; ++e)
+                count += e == s ? per_type[s] * (per_type[s] - (per_type[s] > 0)) / 2
+                                : (ok[s * k + e] || ok[e * k + s] ? per_type[s] * per_type[e] : 0);
+        edges.resize(2 * count);
+        costs.resize(count);
+        // (dist, angle) from a's prediction towards b's joint type to b itself (a of type s, b of type e).
+        auto miss = [&](size_t a, size_t s, size_t b, size_t e, bool with_angle, double& dist, double& angle) {
             const double px = pr[(a * k + e) * 2], py = pr[(a * k + e) * 2 + 1];
             const double rx = q[b * 2] - c[a * 2], ry = q[b * 2 + 1] - c[a * 2 + 1];
-            const double dx = (px - rx) / sd[(s * k + e) * 2], dy = (py - ry) / sd[(s * k + e) * 2 + 1];
+            const double dx = (px - rx) * inv[(s * k + e) * 2], dy = (py - ry) * inv[(s * k + e) * 2 + 1];
             dist = std::sqrt(dx * dx + dy * dy);
             angle = with_angle ? std::abs(std::atan2(px * ry - py * rx, px * rx + py * ry)) : 0.0;
         };
-        for (size_t a = 0; a < n; ++a)
+        size_t out = 0;
+        for (size_t a = 0; a < n; ++a) {
+            const size_t s = kd[a];
             for (size_t b = a + 1; b < n; ++b) {
+                const size_t e = kd[b];
                 double cost;
-                if (kd[a] == kd[b]) {
+                if (s == e) {
                     cost = same_type_cost;
-                } else if (ok[kd[a] * k + kd[b]]) {
+                } else if (ok[s * k + e] || ok[e * k + s]) {
                     double d_ab, d_ba, g_ab, g_ba;
-                    miss(a, b, false, d_ab, g_ab);
-                    miss(b, a, false, d_ba, g_ba);
+                    miss(a, s, b, e, false, d_ab, g_ab);
+                    miss(b, e, a, s, false, d_ba, g_ba);
                     double logit = wt[0] + wt[1] * d_ab + wt[2] * d_ba;
                     if (logit + angle_hi <= -clip) {
                         logit = -clip;
                     } else if (logit + angle_lo >= clip) {
                         logit = clip;
                     } else {
-                        miss(a, b, true, d_ab, g_ab);
-                        miss(b, a, true, d_ba, g_ba);
+                        miss(a, s, b, e, true, d_ab, g_ab);
+                        miss(b, e, a, s, true, d_ba, g_ba);
                         logit = std::clamp(logit + wt[3] * g_ab + wt[4] * g_ba, -clip, clip);
                     }
                     cost = -logit;
                 } else {
                     continue;
                 }
-                edges.push_back(static_cast<int64_t>(a));
-                edges.push_back(static_cast<int64_t>(b));
-                costs.push_back(cost);
+                edges[2 * out] = static_cast<int64_t>(a);
+                edges[2 * out + 1] = static_cast<int64_t>(b);
+                costs[out++] = cost;
             }
+        }
+        if (prune) {
+            std::vector<size_t> root(n);  // union-find over the attractive edges, as in solve_kl
+            std::iota(root.begin(), root.end(), size_t{0});
+            auto find = [&](size_t x) {
+                while (root[x] != x) x = root[x] = root[root[x]];
+                return x;
+            };
+            for (size_t i = 0; i < costs.size(); ++i)
+                if (costs[i] < 0) root[find(edges[2 * i])] = find(edges[2 * i + 1]);
+            size_t kept = 0;
+            for (size_t i = 0; i < costs.size(); ++i)
+                if (costs[i] < 0 || find(edges[2 * i]) == find(edges[2 * i + 1])) {
+                    edges[2 * kept] = edges[2 * i];
+                    edges[2 * kept + 1] = edges[2 * i + 1];
+                    costs[kept++] = costs[i];
+                }
+            edges.resize(2 * kept);
+            costs.resize(kept);
+            edges.shrink_to_fit();
+            costs.shrink_to_fit();
+        }
     }
     const size_t count = costs.size();
     return {to_numpy(std::move(edges), {count, 2}), to_numpy(std::move(costs), {count})};
@@ -520,5 +556,7 @@ NB_MODULE(_multicut, m) {
           "Cluster labels (n_nodes,) minimising the summed cost of the edges inside clusters.");
     m.def("edge_costs", &edge_costs, nb::arg("kind"), nb::arg("centre"), nb::arg("pos"), nb::arg("pred"),
           nb::arg("std"), nb::arg("allowed"), nb::arg("weights"), nb::arg("clip"), nb::arg("same_type_cost"),
-          "(edges (E, 2) int64, costs (E,) float64) of every same-type or allowed detection pair, a < b.");
+          nb::arg("prune") = false,
+          "(edges (E, 2) int64, costs (E,) float64) of every same-type or allowed detection pair, a < b "
+          "(prune: less the repulsive ones between components of the attractive edges, which the kl solver drops).");
 }
