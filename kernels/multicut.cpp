@@ -73,7 +73,7 @@ struct Csr {
     }
 };
 
-constexpr int kDenseMaxNodes = 512;  // dense GAEC up to this many nodes: an (n, n) matrix of 2 MiB at most
+constexpr int kDenseMaxNodes = 512;  // default: dense GAEC up to this many nodes, an (n, n) matrix of 2 MiB at most
 
 // GAEC with the cluster weights in a dense (n, n) matrix: a merge adds row v to row u in O(n). Returns a cluster id
 // per node (not canonical).
@@ -128,8 +128,8 @@ std::vector<int> gaec_dense(int n, const std::vector<Edge>& edges) {
 }
 
 // GAEC on n nodes: returns a cluster id per node (not canonical).
-std::vector<int> gaec(int n, const std::vector<Edge>& edges) {
-    if (n <= kDenseMaxNodes) return gaec_dense(n, edges);
+std::vector<int> gaec(int n, const std::vector<Edge>& edges, int dense_max_nodes) {
+    if (n <= dense_max_nodes) return gaec_dense(n, edges);
     std::vector<std::unordered_map<int, double>> adj(n);  // cluster -> neighbour cluster -> summed weight
     for (const Edge& e : edges) {
         adj[e.u][e.v] += e.w;
@@ -340,7 +340,8 @@ std::vector<int64_t> canonical(const std::vector<int>& label) {
     return out;
 }
 
-std::vector<int> solve_component(const std::vector<int>& nodes, const std::vector<Edge>& edges, int exact_max_nodes) {
+std::vector<int> solve_component(const std::vector<int>& nodes, const std::vector<Edge>& edges, int exact_max_nodes,
+                                 int dense_max_nodes) {
     const int m = static_cast<int>(nodes.size());
     if (m <= exact_max_nodes) {
         std::vector<double> W(static_cast<size_t>(m) * m, 0.0);
@@ -350,13 +351,13 @@ std::vector<int> solve_component(const std::vector<int>& nodes, const std::vecto
         }
         return Exact(m, W).best;
     }
-    std::vector<int> label = gaec(m, edges);
+    std::vector<int> label = gaec(m, edges, dense_max_nodes);
     Csr g(m, edges);
     Refiner(m, g, label).run();
     return label;
 }
 
-std::vector<int> solve_kl(int n, const std::vector<Edge>& edges, int exact_max_nodes) {
+std::vector<int> solve_kl(int n, const std::vector<Edge>& edges, int exact_max_nodes, int dense_max_nodes) {
     // Components of the attractive edges (union-find).
     std::vector<int> root(n);
     std::iota(root.begin(), root.end(), 0);
@@ -386,7 +387,7 @@ std::vector<int> solve_kl(int n, const std::vector<Edge>& edges, int exact_max_n
             label[nodes[0]] = nodes[0];
             continue;
         }
-        std::vector<int> sub = solve_component(nodes, comp_edges[c], exact_max_nodes);
+        std::vector<int> sub = solve_component(nodes, comp_edges[c], exact_max_nodes, dense_max_nodes);
         for (size_t i = 0; i < nodes.size(); ++i) label[nodes[i]] = nodes[sub[i]];  // a member's id: unique per cluster
     }
     return label;
@@ -394,7 +395,7 @@ std::vector<int> solve_kl(int n, const std::vector<Edge>& edges, int exact_max_n
 
 std::vector<int64_t> solve(int64_t n_nodes, nb::ndarray<const int64_t, nb::ndim<2>, nb::c_contig, nb::device::cpu> edges,
                            nb::ndarray<const double, nb::ndim<1>, nb::c_contig, nb::device::cpu> costs,
-                           const std::string& method, int exact_max_nodes) {
+                           const std::string& method, int exact_max_nodes, int dense_max_nodes) {
     if (n_nodes < 0) throw std::invalid_argument("n_nodes must be >= 0");
     const size_t count = edges.shape(0);
     if (edges.shape(1) != 2 || costs.shape(0) != count)
@@ -414,9 +415,9 @@ std::vector<int64_t> solve(int64_t n_nodes, nb::ndarray<const int64_t, nb::ndim<
     {
         nb::gil_scoped_release release;
         if (method == "kl")
-            label = solve_kl(n, list, exact_max_nodes);
+            label = solve_kl(n, list, exact_max_nodes, dense_max_nodes);
         else if (method == "gaec")
-            label = gaec(n, list);
+            label = gaec(n, list, dense_max_nodes);
         else
             throw std::invalid_argument("method must be one of: kl, gaec");
     }
@@ -552,7 +553,7 @@ std::tuple<nb::ndarray<nb::numpy, int64_t>, nb::ndarray<nb::numpy, double>> edge
 NB_MODULE(_multicut, m) {
     m.doc() = "Minimum-cost multicut (exact on small components, else GAEC + Kernighan-Lin moves).";
     m.def("solve", &solve, nb::arg("n_nodes"), nb::arg("edges"), nb::arg("costs"), nb::arg("method") = "kl",
-          nb::arg("exact_max_nodes") = 10,
+          nb::arg("exact_max_nodes") = 10, nb::arg("dense_max_nodes") = kDenseMaxNodes,
           "Cluster labels (n_nodes,) minimising the summed cost of the edges inside clusters.");
     m.def("edge_costs", &edge_costs, nb::arg("kind"), nb::arg("centre"), nb::arg("pos"), nb::arg("pred"),
           nb::arg("std"), nb::arg("allowed"), nb::arg("weights"), nb::arg("clip"), nb::arg("same_type_cost"),

@@ -234,3 +234,113 @@ def test_sparse_graph_limits_scored_edges_and_model_round_trip(tmp_path):
     path.write_text(json.dumps({**model, "weights": [1, 2]}))
     with pytest.raises(UserError, match="fit-assembly"):
         assembly.load_model(path)
+
+
+# ----- native edge costs (kernels/multicut.cpp edge_costs) against the numpy features -----
+
+def random_detections(rng, n: int, k: int, h: int, w: int, stride: int) -> assembly.Detections:
+    """n detections of random joint types on an h x w grid, positions jittered around their cell centres."""
+    row, col = rng.integers(0, h, n), rng.integers(0, w, n)
+    x = col * stride + stride / 2 + rng.uniform(-stride, stride, n)
+    y = row * stride + stride / 2 + rng.uniform(-stride, stride, n)
+    return assembly.Detections(rng.integers(0, k, n), row, col, rng.random(n), x, y)
+
+
+def numpy_costs(dets, pairwise, mean, std, cfg, weights):
+    """(edges, costs, same) of the numpy reference: -clip(features . weights), same-type pairs apart."""
+    edges, feats, same = assembly.edge_features(dets, pairwise, mean, std, cfg)
+    return edges, -np.clip(feats @ weights, -assembly.LOGIT_CLIP, assembly.LOGIT_CLIP), same
+
+
+def check_native_costs(dets, pairwise, mean, std, cfg, weights) -> np.ndarray:
+    """Assert the native edges and costs equal the numpy ones (costs to 1e-6) and that pruning leaves the kl labels
+    unchanged; returns the reference costs."""
+    edges, ref, same = numpy_costs(dets, pairwise, mean, std, cfg, weights)
+    got_edges, got = assembly.edge_costs(dets, pairwise, mean, std, cfg, weights)
+    assert got_edges.shape == (len(edges) + len(same), 2) and got.shape == (len(got_edges),)
+    one_type = dets.k[got_edges[:, 0]] == dets.k[got_edges[:, 1]]
+    np.testing.assert_array_equal(got_edges[~one_type], edges)
+    np.testing.assert_array_equal(got_edges[one_type], same)
+    assert (got[one_type] == assembly.SAME_TYPE_COST).all()
+    np.testing.assert_allclose(got[~one_type], ref, rtol=0, atol=1e-6)
+    pruned_edges, pruned = assembly.edge_costs(dets, pairwise, mean, std, cfg, weights, prune=True)
+    kept = {tuple(e) for e in pruned_edges.tolist()}
+    assert kept <= {tuple(e) for e in got_edges.tolist()} and (got[got < 0] < 0).sum() == (pruned < 0).sum()
+    assert (assembly.multicut(len(dets), pruned_edges, pruned) == assembly.multicut(len(dets), got_edges, got)).all()
+    return ref
+
+
+def test_native_edge_costs_hand_case_and_pruning():
+    # The sparse-graph case above: features (1, 8, 8, 0, 0), (1, 8, 8, 0, 0), (1, 16, 16, 0, 0) for edges (0, 1),
+    # (1, 2), (1, 3); weights (3, -0.1, -0.1, 0, 0) give logits 1.4, 1.4, -0.2, so costs -1.4, -1.4, 0.2.
+    cfg = make_cfg(sparse_graph=[[0, 1], [1, 2]])
+    dets = assembly.Detections(k=np.array([0, 1, 2, 2]), row=np.zeros(4, int), col=np.arange(4), score=np.ones(4),
+                               x=np.arange(4) * 8 + 4.0, y=np.full(4, 4.0))
+    mean, std, weights = np.zeros((3, 3, 2)), np.ones((3, 3, 2)), np.array([3.0, -0.1, -0.1, 0.0, 0.0])
+    edges, costs = assembly.edge_costs(dets, None, mean, std, cfg, weights)
+    assert edges.tolist() == [[0, 1], [1, 2], [1, 3], [2, 3]]
+    np.testing.assert_allclose(costs, [-1.4, -1.4, 0.2, assembly.SAME_TYPE_COST], rtol=0, atol=1e-12)
+    # Attractive components {0, 1, 2} and {3}: the repulsive (1, 3) and (2, 3) join nothing and are dropped.
+    edges, costs = assembly.edge_costs(dets, None, mean, std, cfg, weights, prune=True)
+    assert edges.tolist() == [[0, 1], [1, 2]]
+    np.testing.assert_allclose(costs, [-1.4, -1.4], rtol=0, atol=1e-12)
+    # Weights (1, -2, -2, 0, 0): logit 1 - 32 clips to -LOGIT_CLIP on every scored edge.
+    _, costs = assembly.edge_costs(dets, None, mean, std, cfg, np.array([1.0, -2, -2, 0, 0]))
+    assert costs.tolist() == [assembly.LOGIT_CLIP] * 3 + [assembly.SAME_TYPE_COST]
+    empty = assembly.Detections(*(np.zeros(0, int),) * 3, np.zeros(0), np.zeros(0), np.zeros(0))
+    edges, costs = assembly.edge_costs(empty, None, mean, std, cfg, weights)
+    assert edges.shape == (0, 2) and costs.shape == (0,)
+
+
+def test_native_edge_costs_match_numpy_on_random_detections():
+    rng = np.random.default_rng(4)
+    clipped_low = clipped_high = inside = 0
+    for trial in range(12):
+        k = int(rng.choice([3, 5, 17]))
+        h, w, stride = 12, 16, 8
+        n = int(rng.integers(1, 70))
+        dets = random_detections(rng, n, k, h, w, stride)
+        mean = rng.normal(0, 40, (k, k, 2))
+        std = rng.uniform(3, 30, (k, k, 2))
+        pairwise = rng.normal(0, 1, (2 * k * (k - 1), h, w)).astype(np.float32) if trial % 3 else None
+        graph = [] if trial % 2 else [[int(a), int(b)] for a, b in rng.integers(0, k, (k, 2))]
+        weights = rng.normal(0, [6, 1, 1, 2, 2])  # angle weights of both signs: both clip bounds are exercised
+        ref = check_native_costs(dets, pairwise, mean, std, make_cfg(sparse_graph=graph), weights)
+        clipped_low += (ref == -assembly.LOGIT_CLIP).sum()
+        clipped_high += (ref == assembly.LOGIT_CLIP).sum()
+        inside += (np.abs(ref) < assembly.LOGIT_CLIP).sum()
+    assert clipped_low > 0 and clipped_high > 0 and inside > 0, (clipped_low, clipped_high, inside)
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data folder {DATA} is absent")
+@pytest.mark.parametrize("name", list(SETS))
+def test_native_edge_costs_match_numpy_on_real_data(name):
+    # The fitted classifier on the set's GT maps: native costs = numpy costs on every image; pruning keeps the labels.
+    cfg = make_cfg()
+    outs, mean, std = set_outputs(name, cfg, use_pairwise=True)
+    model = assembly.fit_from_outputs(outs, cfg, mean, std)
+    weights = np.asarray(model["weights"])
+    scored = 0
+    for pt, lr, pw, _, sc in outs:
+        dets = assembly.detect(pt, lr, cfg)
+        scored += len(check_native_costs(dets, pw, mean * sc, std * sc, cfg, weights))
+    assert scored > 0
+
+
+def test_dense_and_hashed_gaec_agree():
+    # The dense contraction (<= dense_max_nodes) and the hash-map one (dense_max_nodes=0) make the same joins. (The
+    # Kernighan-Lin moves after them may then differ: they depend on the cluster ids, which the two number apart.)
+    from fastpose.kernels import _multicut
+
+    rng = np.random.default_rng(5)
+    for n in (20, 80, 200):
+        for density in (0.1, 0.5):
+            edges, costs = random_graph(rng, n, density)
+            e, c = np.ascontiguousarray(edges, np.int64), np.ascontiguousarray(costs)
+            dense = np.asarray(_multicut.solve(n, e, c, "gaec", 10))
+            hashed = np.asarray(_multicut.solve(n, e, c, "gaec", 10, 0))
+            assert (dense == hashed).all(), (n, density)  # canonical labels: the same partition
+            greedy = oracle.objective(dense, edges, costs)
+            for dense_max in (0, 512):
+                refined = oracle.objective(_multicut.solve(n, e, c, "kl", 10, dense_max), edges, costs)
+                assert refined <= greedy + 1e-9, (n, density, dense_max)
