@@ -16,6 +16,10 @@ Steps for one image (`assemble`):
 3. Two detections of one joint type get a large repulsive cost (SAME_TYPE_COST): a person has at most one detection
    per joint.
 4. `multicut` (the native solver, kernels/multicut.cpp) partitions the detections; each cluster is a person.
+Steps 2-3 run natively in one pass over detection pairs (`edge_costs`; the numpy `edge_features` is the reference it
+is tested against and the fitting path), which drops the repulsive edges between components of the attractive ones:
+the solver splits the graph into those components first and ignores such edges, so they cannot change its labels
+(in a crowded image that is nearly every edge, the O(N^2) same-type repulsions included).
 
 Fitting (`fastpose fit-assembly`): on training images, detections are matched to the ground-truth joint of their type
 nearest within pos_dist_thresh (in network pixels); edges between matched detections are positives when both belong
