@@ -31,6 +31,7 @@ import triton.language as tl
 
 DEFAULT_STRIDE = 8
 DEFAULT_LOCREF_STDEV = 7.2801
+_PRESENCE_WEIGHTS = torch.tensor([0.0, 0.0, 1.0])  # (x, y, present) weights: see make_targets_torch
 
 
 class Targets(NamedTuple):
@@ -104,17 +105,16 @@ def make_targets_torch(
     ignore: torch.Tensor | None = None,
     present_only: bool = False,
 ) -> Targets:
-    """Vectorised torch twin: each joint tests a window of n x n candidate cells, then all of them are scattered.
+    """Vectorised torch twin: each joint tests a window of n x n candidate cells; the winners are scattered.
 
     A joint at x reaches the columns i with |i * stride + stride / 2 - x| <= t, i.e. at most floor(2t / stride) + 1
     of them; the window starts at floor((x - t - stride / 2) / stride) and is n = floor(2t / stride) + 2 wide so
     that rounding in that start can never drop a column. The start is then clamped into the grid (the shifted
-    window still holds every in-grid column within reach), so every candidate has a valid cell index and no
-    compaction (nonzero) is needed: misses write 0 with a max / sum reduction, which leaves the cell unchanged.
-    Every candidate is tested exactly (d2 <= t^2 in float32). Among the persons hitting one cell the nearest wins
-    (ties: the lower person index): the int64 key (d2 bits * P + person), inverted, is max-reduced per cell.
-    All four outputs are views of one buffer (one allocation: the allocator reuses it from call to call instead of
-    returning pages to the system and faulting them in again, which cost more than the whole computation).
+    window still holds every in-grid column within reach), so no candidate needs an out-of-grid test unless the
+    grid is narrower than n. Every candidate is tested exactly (d2 <= t^2 in float32). Among the persons hitting
+    one cell the nearest wins (ties: the lower person index): one int64 key per hit, max-reduced per cell.
+    All four outputs are views of one buffer: one allocation, which the allocator reuses from call to call (with
+    four, it returned pages to the system and faulted them in again at times, which cost more than the rest).
     """
     h, w, thresh = _check_inputs(joints, grid, stride, dist_thresh, locref_stdev, ignore)
     device = joints.device
@@ -123,13 +123,16 @@ def make_targets_torch(
     hw = h * w
     n_s = b * k * hw  # elements of scmap; locref and its mask have 2 * n_s
     xy = joints[..., :2]  # (B, P, K, 2)
-    # x * 0 is nan for inf and nan, so the sum is present only when x and y are finite.
-    present = (xy * 0.0).sum(-1) + joints[..., 2] > 0  # (B, P, K)
+    # x * 0 + y * 0 + present: nan unless x and y are finite, so > 0 only for finite, present joints.
+    present = (joints * _PRESENCE_WEIGHTS.to(device)).sum(-1) > 0  # (B, P, K)
     buf = torch.empty(6 * n_s, dtype=torch.float32, device=device)
-    buf[: 5 * n_s].zero_()
-    # locref first: its storage offset 0 lets it double as an int64 scratch below.
-    locref, locref_mask, scmap, weights = buf.split([2 * n_s, 2 * n_s, n_s, n_s])
-    _weights(weights.view(b, k, h, w), present.any(dim=1), ignore, present_only)
+    locref, locref_mask, scmap, weights = buf[: 2 * n_s], buf[2 * n_s : 4 * n_s], buf[4 * n_s : 5 * n_s], buf[5 * n_s :]
+    # With several persons, scmap and weights first serve as an int64 scratch (offset 4 n_s floats: aligned) and
+    # are written afterwards; otherwise they are written now.
+    scratch = p > 1 and b * k * hw > 0
+    buf[: 4 * n_s if scratch else 5 * n_s].zero_()
+    if not scratch:
+        _weights(weights.view(b, k, h, w), present.any(dim=1), ignore, present_only)
     t_max = float(thresh.max()) if b > 0 else 0.0
     if not math.isfinite(t_max):
         raise ValueError(f"dist_thresh must be finite; got a maximum of {t_max}")
@@ -139,47 +142,49 @@ def make_targets_torch(
         n = int(math.floor(2.0 * t_max / stride)) + 2  # window side in cells
         xy = torch.where(present[..., None], xy, 0.0)  # absent joints: a harmless position, masked by t2 below
         lo = ((xy - (thresh + half)[:, None, None, None]) / stride).floor_()  # (B, P, K, 2) window start (x, y)
-        lo[..., 0].clamp_(0, max(w - n, 0))
-        lo[..., 1].clamp_(0, max(h - n, 0))
+        if h == w:
+            lo.clamp_(0, max(w - n, 0))
+        else:
+            lo[..., 0].clamp_(0, max(w - n, 0))
+            lo[..., 1].clamp_(0, max(h - n, 0))
         cand = lo[..., None] + torch.arange(n, dtype=torch.float32, device=device)  # (B, P, K, 2, n) columns, rows
         d = xy[..., None] - (cand * stride + half)  # (B, P, K, 2, n): dx per column, dy per row
         ci = cand.to(torch.int64)
         sq = d * d
-        if n > w or n > h:  # grids narrower than a window: the cells past the edge hit nothing, write cell w - 1
+        if n > w or n > h:  # a grid narrower than a window: the candidates past its edge hit nothing
             sq[..., 0, :].masked_fill_(ci[..., 0, :] >= w, math.inf)
             sq[..., 1, :].masked_fill_(ci[..., 1, :] >= h, math.inf)
-            ci[..., 0, :].clamp_(max=w - 1)
-            ci[..., 1, :].clamp_(max=h - 1)
         d2 = sq[..., 1, :, None] + sq[..., 0, None, :]  # (B, P, K, n, n) dy^2 + dx^2
         t2 = torch.where(present, (thresh * thresh)[:, None, None], -1.0)  # (B, P, K); absent joints hit nothing
         hit = d2 <= t2[..., None, None]  # (B, P, K, n, n)
-        hitf = hit.to(torch.float32)
         plane = torch.arange(0, n_s, hw, device=device).view(b, 1, k, 1)  # (B, 1, K, 1) start of plane (b, k)
         cell = (ci[..., 1, :] * w)[..., :, None] + (ci[..., 0, :] + plane)[..., None, :]  # (B, P, K, n, n)
         first = cell + plane[..., None]  # index of channel 2k into (B, 2K, H, W)
-        idx2 = torch.cat([first, first + hw], dim=-1).view(-1)  # (B, P, K, n, 2n) channels 2k, 2k + 1
-        scmap.scatter_reduce_(0, cell.view(-1), hitf.view(-1), "amax")
-        hit2 = torch.cat([hitf, hitf], dim=-1)
-        locref_mask.scatter_reduce_(0, idx2, hit2.view(-1), "amax")
-        ds = d / locref_stdev  # (B, P, K, 2, n)
-        dsx = ds[..., 0, None, :].expand(b, p, k, n, n)
-        dsy = ds[..., 1, :, None].expand(b, p, k, n, n)
-        vals = torch.cat([dsx, dsy], dim=-1)  # (B, P, K, n, 2n) like idx2
+        cflat = cell.view(-1)
+        sel = hit.view(-1).nonzero().squeeze(1)  # (M,) flat (b, p, k, row, col) of the hits, ascending
+        cell_w = cflat.index_select(0, sel)
         if p > 1:
-            # Non-negative float32 bits order like the values; inverted so that the largest key is the winner and
-            # the zeroed buffer (and the misses' 0) never win. locref's storage is the scratch, zeroed again after.
-            keys = locref.view(torch.int64)  # (n_s,)
-            person = torch.arange(p, device=device).view(1, p, 1, 1, 1)
-            inv = ((2**31 * p) - (d2.view(torch.int32).to(torch.int64) * p + person)) * hit  # (B, P, K, n, n)
-            cflat = cell.view(-1)
-            inv = inv.view(-1)
-            keys.scatter_reduce_(0, cflat, inv, "amax")
-            win = (keys.gather(0, cflat) == inv).view(b, p, k, n, n) & hit
-            keys.scatter_(0, cflat, 0)
-            winf = win.to(torch.float32)
-            hit2 = torch.cat([winf, winf], dim=-1)
-        # One winner per cell, zeros from every other candidate: the sum is exactly the winner's value.
-        locref.scatter_add_(0, idx2, (vals * hit2).view(-1))
+            # The nearest person wins a cell, ties to the lower person: non-negative float32 bits order like the
+            # values, and among the candidates of one cell the flat position orders like the person. Inverted so
+            # that the max wins; the max over a cell's hits ignores the scratch's old contents.
+            span = cflat.numel()  # positions < span, and span * 2^31 < 2^63 for any batch that fits in memory
+            keys = buf[4 * n_s :].view(torch.int64)  # (n_s,) over scmap and weights
+            inv = (2**31 * span) - (d2.view(-1).index_select(0, sel).view(torch.int32).to(torch.int64) * span + sel)
+            keys.scatter_reduce_(0, cell_w, inv, "amax", include_self=False)
+            win = (keys.gather(0, cell_w) == inv).nonzero().squeeze(1)
+            sel, cell_w = sel.index_select(0, win), cell_w.index_select(0, win)
+            scmap.zero_()
+            _weights(weights.view(b, k, h, w), present.any(dim=1), ignore, present_only)
+        # One writer per cell: plain scatters of the winners.
+        scmap.scatter_(0, cell_w, 1.0)
+        first_w = first.view(-1).index_select(0, sel)
+        idx2 = torch.stack([first_w, first_w + hw], dim=-1).view(-1)  # (2M,) channels 2k, 2k + 1 interleaved
+        locref_mask.scatter_(0, idx2, 1.0)
+        ds = d / locref_stdev  # (B, P, K, 2, n)
+        dsxy = torch.stack(
+            [ds[..., 0, None, :].expand(b, p, k, n, n), ds[..., 1, :, None].expand(b, p, k, n, n)], dim=-1
+        )  # (B, P, K, n, n, 2) like idx2
+        locref.scatter_(0, idx2, dsxy.view(-1, 2).index_select(0, sel).view(-1))
 
     return Targets(
         scmap.view(b, k, h, w),

@@ -216,3 +216,18 @@ def test_bad_inputs_raise_a_clear_error(impl, kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         IMPLS[impl](args["joints"], args["grid"], 8, args["dist_thresh"], STDEV, ignore=args["ignore"])
+
+
+def test_torch_twin_outputs_are_independent_contiguous_float32(gen):
+    # The twin carves its four outputs out of one buffer: each must still behave as a tensor of its own.
+    joints = _random_joints(gen, 2, 3, 4, 6, 7)
+    out = make_targets_torch(joints, (6, 7), 8, 12.0, STDEV)
+    want = [t.clone() for t in out]
+    shapes = [(2, 4, 6, 7), (2, 4, 6, 7), (2, 8, 6, 7), (2, 8, 6, 7)]
+    for name, t, shape in zip(Targets._fields, out, shapes, strict=True):
+        assert t.shape == shape and t.dtype == torch.float32 and t.is_contiguous(), name
+    out.scmap.add_(5.0)  # writing one output leaves the others alone
+    for name, t, e in zip(Targets._fields[1:], out[1:], want[1:], strict=True):
+        assert torch.equal(t, e), name
+    again = make_targets_torch(joints, (6, 7), 8, 12.0, STDEV)  # a second call shares nothing with the first
+    assert torch.equal(again.scmap, want[0]) and torch.equal(out.scmap, want[0] + 5.0)
