@@ -122,69 +122,71 @@ def make_targets_torch(
     b, p, k, _ = joints.shape
     hw = h * w
     n_s = b * k * hw  # elements of scmap; locref and its mask have 2 * n_s
-    xy = joints[..., :2]  # (B, P, K, 2)
-    # x * 0 + y * 0 + present: nan unless x and y are finite, so > 0 only for finite, present joints.
-    present = (joints * _PRESENCE_WEIGHTS.to(device)).sum(-1) > 0  # (B, P, K)
     buf = torch.empty(6 * n_s, dtype=torch.float32, device=device)
     locref, locref_mask, scmap, weights = buf[: 2 * n_s], buf[2 * n_s : 4 * n_s], buf[4 * n_s : 5 * n_s], buf[5 * n_s :]
-    # With several persons, scmap and weights first serve as an int64 scratch (offset 4 n_s floats: aligned) and
-    # are written afterwards; otherwise they are written now.
-    scratch = p > 1 and b * k * hw > 0
-    buf[: 4 * n_s if scratch else 5 * n_s].zero_()
-    if not scratch:
-        _weights(weights.view(b, k, h, w), present.any(dim=1), ignore, present_only)
-    t_max = float(thresh.max()) if b > 0 else 0.0
-    if not math.isfinite(t_max):
-        raise ValueError(f"dist_thresh must be finite; got a maximum of {t_max}")
-
-    if b * p * k > 0:
-        half = stride / 2.0
-        n = int(math.floor(2.0 * t_max / stride)) + 2  # window side in cells
-        xy = torch.where(present[..., None], xy, 0.0)  # absent joints: a harmless position, masked by t2 below
-        lo = ((xy - (thresh + half)[:, None, None, None]) / stride).floor_()  # (B, P, K, 2) window start (x, y)
-        if h == w:
-            lo.clamp_(0, max(w - n, 0))
-        else:
-            lo[..., 0].clamp_(0, max(w - n, 0))
-            lo[..., 1].clamp_(0, max(h - n, 0))
-        cand = lo[..., None] + torch.arange(n, dtype=torch.float32, device=device)  # (B, P, K, 2, n) columns, rows
-        d = xy[..., None] - (cand * stride + half)  # (B, P, K, 2, n): dx per column, dy per row
-        ci = cand.to(torch.int64)
-        sq = d * d
-        if n > w or n > h:  # a grid narrower than a window: the candidates past its edge hit nothing
-            sq[..., 0, :].masked_fill_(ci[..., 0, :] >= w, math.inf)
-            sq[..., 1, :].masked_fill_(ci[..., 1, :] >= h, math.inf)
-        d2 = sq[..., 1, :, None] + sq[..., 0, None, :]  # (B, P, K, n, n) dy^2 + dx^2
-        t2 = torch.where(present, (thresh * thresh)[:, None, None], -1.0)  # (B, P, K); absent joints hit nothing
-        hit = d2 <= t2[..., None, None]  # (B, P, K, n, n)
-        plane = torch.arange(0, n_s, hw, device=device).view(b, 1, k, 1)  # (B, 1, K, 1) start of plane (b, k)
-        cell = (ci[..., 1, :] * w)[..., :, None] + (ci[..., 0, :] + plane)[..., None, :]  # (B, P, K, n, n)
-        first = cell + plane[..., None]  # index of channel 2k into (B, 2K, H, W)
-        cflat = cell.view(-1)
-        sel = hit.view(-1).nonzero().squeeze(1)  # (M,) flat (b, p, k, row, col) of the hits, ascending
-        cell_w = cflat.index_select(0, sel)
-        if p > 1:
-            # The nearest person wins a cell, ties to the lower person: non-negative float32 bits order like the
-            # values, and among the candidates of one cell the flat position orders like the person. Inverted so
-            # that the max wins; the max over a cell's hits ignores the scratch's old contents.
-            span = cflat.numel()  # positions < span, and span * 2^31 < 2^63 for any batch that fits in memory
-            keys = buf[4 * n_s :].view(torch.int64)  # (n_s,) over scmap and weights
-            inv = (2**31 * span) - (d2.view(-1).index_select(0, sel).view(torch.int32).to(torch.int64) * span + sel)
-            keys.scatter_reduce_(0, cell_w, inv, "amax", include_self=False)
-            win = (keys.gather(0, cell_w) == inv).nonzero().squeeze(1)
-            sel, cell_w = sel.index_select(0, win), cell_w.index_select(0, win)
-            scmap.zero_()
+    # The outputs are views made out here (normal tensors); the work on them skips autograd's bookkeeping.
+    with torch.inference_mode():
+        xy = joints[..., :2]  # (B, P, K, 2)
+        # x * 0 + y * 0 + present: nan unless x and y are finite, so > 0 only for finite, present joints.
+        present = (joints * _PRESENCE_WEIGHTS.to(device)).sum(-1) > 0  # (B, P, K)
+        # With several persons, scmap and weights first serve as an int64 scratch (offset 4 n_s floats: aligned) and
+        # are written afterwards; otherwise they are written now.
+        scratch = p > 1 and b * k * hw > 0
+        buf[: 4 * n_s if scratch else 5 * n_s].zero_()
+        if not scratch:
             _weights(weights.view(b, k, h, w), present.any(dim=1), ignore, present_only)
-        # One writer per cell: plain scatters of the winners.
-        scmap.scatter_(0, cell_w, 1.0)
-        first_w = first.view(-1).index_select(0, sel)
-        idx2 = torch.stack([first_w, first_w + hw], dim=-1).view(-1)  # (2M,) channels 2k, 2k + 1 interleaved
-        locref_mask.scatter_(0, idx2, 1.0)
-        ds = d / locref_stdev  # (B, P, K, 2, n)
-        dsxy = torch.stack(
-            [ds[..., 0, None, :].expand(b, p, k, n, n), ds[..., 1, :, None].expand(b, p, k, n, n)], dim=-1
-        )  # (B, P, K, n, n, 2) like idx2
-        locref.scatter_(0, idx2, dsxy.view(-1, 2).index_select(0, sel).view(-1))
+        t_max = float(thresh.max()) if b > 0 else 0.0
+        if not math.isfinite(t_max):
+            raise ValueError(f"dist_thresh must be finite; got a maximum of {t_max}")
+
+        if b * p * k > 0:
+            half = stride / 2.0
+            n = int(math.floor(2.0 * t_max / stride)) + 2  # window side in cells
+            xy = torch.where(present[..., None], xy, 0.0)  # absent joints: a harmless position, masked by t2 below
+            lo = ((xy - (thresh + half)[:, None, None, None]) / stride).floor_()  # (B, P, K, 2) window start (x, y)
+            if h == w:
+                lo.clamp_(0, max(w - n, 0))
+            else:
+                lo[..., 0].clamp_(0, max(w - n, 0))
+                lo[..., 1].clamp_(0, max(h - n, 0))
+            cand = lo[..., None] + torch.arange(n, dtype=torch.float32, device=device)  # (B, P, K, 2, n) columns, rows
+            d = xy[..., None] - (cand * stride + half)  # (B, P, K, 2, n): dx per column, dy per row
+            ci = cand.to(torch.int64)
+            sq = d * d
+            if n > w or n > h:  # a grid narrower than a window: the candidates past its edge hit nothing
+                sq[..., 0, :].masked_fill_(ci[..., 0, :] >= w, math.inf)
+                sq[..., 1, :].masked_fill_(ci[..., 1, :] >= h, math.inf)
+            d2 = sq[..., 1, :, None] + sq[..., 0, None, :]  # (B, P, K, n, n) dy^2 + dx^2
+            t2 = torch.where(present, (thresh * thresh)[:, None, None], -1.0)  # (B, P, K); absent joints hit nothing
+            hit = d2 <= t2[..., None, None]  # (B, P, K, n, n)
+            plane = torch.arange(0, n_s, hw, device=device).view(b, 1, k, 1)  # (B, 1, K, 1) start of plane (b, k)
+            cell = (ci[..., 1, :] * w)[..., :, None] + (ci[..., 0, :] + plane)[..., None, :]  # (B, P, K, n, n)
+            first = cell + plane[..., None]  # index of channel 2k into (B, 2K, H, W)
+            cflat = cell.view(-1)
+            sel = hit.view(-1).nonzero().squeeze(1)  # (M,) flat (b, p, k, row, col) of the hits, ascending
+            cell_w = cflat.index_select(0, sel)
+            if p > 1:
+                # The nearest person wins a cell, ties to the lower person: non-negative float32 bits order like the
+                # values, and among the candidates of one cell the flat position orders like the person. Inverted so
+                # that the max wins; the max over a cell's hits ignores the scratch's old contents.
+                span = cflat.numel()  # positions < span, and span * 2^31 < 2^63 for any batch that fits in memory
+                keys = buf[4 * n_s :].view(torch.int64)  # (n_s,) over scmap and weights
+                inv = (2**31 * span) - (d2.view(-1).index_select(0, sel).view(torch.int32).to(torch.int64) * span + sel)
+                keys.scatter_reduce_(0, cell_w, inv, "amax", include_self=False)
+                win = (keys.gather(0, cell_w) == inv).nonzero().squeeze(1)
+                sel, cell_w = sel.index_select(0, win), cell_w.index_select(0, win)
+                scmap.zero_()
+                _weights(weights.view(b, k, h, w), present.any(dim=1), ignore, present_only)
+            # One writer per cell: plain scatters of the winners.
+            scmap.scatter_(0, cell_w, 1.0)
+            first_w = first.view(-1).index_select(0, sel)
+            idx2 = torch.stack([first_w, first_w + hw], dim=-1).view(-1)  # (2M,) channels 2k, 2k + 1 interleaved
+            locref_mask.scatter_(0, idx2, 1.0)
+            ds = d / locref_stdev  # (B, P, K, 2, n)
+            dsxy = torch.stack(
+                [ds[..., 0, None, :].expand(b, p, k, n, n), ds[..., 1, :, None].expand(b, p, k, n, n)], dim=-1
+            )  # (B, P, K, n, n, 2) like idx2
+            locref.scatter_(0, idx2, dsxy.view(-1, 2).index_select(0, sel).view(-1))
 
     return Targets(
         scmap.view(b, k, h, w),
