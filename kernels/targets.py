@@ -142,7 +142,8 @@ def make_targets_torch(
         if b * p * k > 0:
             half = stride / 2.0
             n = int(math.floor(2.0 * t_max / stride)) + 2  # window side in cells
-            xy = torch.where(present[..., None], xy, 0.0)  # absent joints: a harmless position, masked by t2 below
+            # Absent joints move to infinity: their window clamps into the grid and every d2 there is inf, a miss.
+            xy = torch.where(present[..., None], xy, math.inf)
             lo = ((xy - (thresh + half)[:, None, None, None]) / stride).floor_()  # (B, P, K, 2) window start (x, y)
             if h == w:
                 lo.clamp_(0, max(w - n, 0))
@@ -157,8 +158,7 @@ def make_targets_torch(
                 sq[..., 0, :].masked_fill_(ci[..., 0, :] >= w, math.inf)
                 sq[..., 1, :].masked_fill_(ci[..., 1, :] >= h, math.inf)
             d2 = sq[..., 1, :, None] + sq[..., 0, None, :]  # (B, P, K, n, n) dy^2 + dx^2
-            t2 = torch.where(present, (thresh * thresh)[:, None, None], -1.0)  # (B, P, K); absent joints hit nothing
-            hit = d2 <= t2[..., None, None]  # (B, P, K, n, n)
+            hit = d2 <= (thresh * thresh)[:, None, None, None, None]  # (B, P, K, n, n)
             plane = torch.arange(0, n_s, hw, device=device).view(b, 1, k, 1)  # (B, 1, K, 1) start of plane (b, k)
             cell = (ci[..., 1, :] * w)[..., :, None] + (ci[..., 0, :] + plane)[..., None, :]  # (B, P, K, n, n)
             first = cell + plane[..., None]  # index of channel 2k into (B, 2K, H, W)
