@@ -83,14 +83,14 @@ def make_targets(
     return make_targets_torch(joints, grid, stride, dist_thresh, locref_stdev, ignore, present_only)
 
 
-def _weights(out: torch.Tensor, present_k: torch.Tensor, ignore: torch.Tensor | None, present_only: bool) -> None:
-    """Writes scmap_weights into `out` (B, K, H, W) from the per-channel presence (B, K) and ignore (B, 1, H, W)."""
+def _weights(out: torch.Tensor, present: torch.Tensor, ignore: torch.Tensor | None, present_only: bool) -> None:
+    """Writes scmap_weights into `out` (B, K, H, W) from the joints' presence (B, P, K) and ignore (B, 1, H, W)."""
     if ignore is None and not present_only:
         out.fill_(1.0)
         return
     weights = torch.ones((), dtype=torch.float32, device=out.device)
     if present_only:
-        weights = present_k.to(torch.float32)[:, :, None, None]  # (B, K, 1, 1)
+        weights = present.any(dim=1).to(torch.float32)[:, :, None, None]  # (B, K, 1, 1) present in any person
     if ignore is not None:
         weights = weights * (1.0 - ignore.to(device=out.device, dtype=torch.float32))  # times (B, 1, H, W)
     out.copy_(weights)
@@ -134,8 +134,11 @@ def make_targets_torch(
         scratch = p > 1 and b * k * hw > 0
         buf[: 4 * n_s if scratch else 5 * n_s].zero_()
         if not scratch:
-            _weights(weights.view(b, k, h, w), present.any(dim=1), ignore, present_only)
-        t_max = float(thresh.max()) if b > 0 else 0.0
+            _weights(weights.view(b, k, h, w), present, ignore, present_only)
+        if isinstance(dist_thresh, torch.Tensor):
+            t_max = float(thresh.max()) if b > 0 else 0.0
+        else:
+            t_max = float(dist_thresh)  # no reduction and host sync for the common float threshold
         if not math.isfinite(t_max):
             raise ValueError(f"dist_thresh must be finite; got a maximum of {t_max}")
 
@@ -160,7 +163,7 @@ def make_targets_torch(
             d2 = sq[..., 1, :, None] + sq[..., 0, None, :]  # (B, P, K, n, n) dy^2 + dx^2
             hit = d2 <= (thresh * thresh)[:, None, None, None, None]  # (B, P, K, n, n)
             plane = torch.arange(0, n_s, hw, device=device).view(b, 1, k, 1)  # (B, 1, K, 1) start of plane (b, k)
-            cell = (ci[..., 1, :] * w)[..., :, None] + (ci[..., 0, :] + plane)[..., None, :]  # (B, P, K, n, n)
+            cell = torch.add((ci[..., 0, :] + plane)[..., None, :], ci[..., 1, :, None], alpha=w)  # (B, P, K, n, n)
             first = cell + plane[..., None]  # index of channel 2k into (B, 2K, H, W)
             cflat = cell.view(-1)
             sel = hit.view(-1).nonzero().squeeze(1)  # (M,) flat (b, p, k, row, col) of the hits, ascending
@@ -176,7 +179,7 @@ def make_targets_torch(
                 win = (keys.gather(0, cell_w) == inv).nonzero().squeeze(1)
                 sel, cell_w = sel.index_select(0, win), cell_w.index_select(0, win)
                 scmap.zero_()
-                _weights(weights.view(b, k, h, w), present.any(dim=1), ignore, present_only)
+                _weights(weights.view(b, k, h, w), present, ignore, present_only)
             # One writer per cell: plain scatters of the winners.
             scmap.scatter_(0, cell_w, 1.0)
             first_w = first.view(-1).index_select(0, sel)
