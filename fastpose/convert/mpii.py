@@ -6,8 +6,9 @@ MATLAB preprocessing (pose-tensorflow matlab/mpii/preprocess_single.m, util_crop
 
 - only images with `img_train == 1`; one sample per annotated person (`annorect` with `annopoints`);
 - head size = 0.6 x the diagonal of the head box (x1,y1)-(x2,y2); sc = head size / 50, so the head becomes ~50 px and
-  the person ~400 px; the whole image is resized by 1/sc with bicubic interpolation (cv2.INTER_CUBIC; output size
-  ceil(W / sc) x ceil(H / sc) as MATLAB's imresize);
+  the person ~400 px; the whole image is resized by 1/sc with antialiased bicubic interpolation (PIL's BICUBIC,
+  whose kernel widens by the shrink factor as MATLAB's imresize does; cv2.INTER_CUBIC would alias on the 1.4-6x
+  shrinks of MPII); output size ceil(W / sc) x ceil(H / sc) as MATLAB's imresize;
 - crop = bounding box of all the person's annotated points (all 16 MPII ids) in the resized image, rounded to pixels,
   padded by 130 px for the image's `single_person` rectangles and 65 px for its other annotated people, clamped to the
   image; for a `single_person` rectangle with other annotated people, the crop's x range is also clamped to the
@@ -17,7 +18,7 @@ MATLAB preprocessing (pose-tensorflow matlab/mpii/preprocess_single.m, util_crop
 
 Coordinates: MPII's are 1-based MATLAB pixels; they become the project's convention (pixel centres at integer
 coordinates, 0-based) once, on reading, by x - 1, y - 1 (head box too). Resizing by a factor s then maps
-x -> (x + 0.5) * s - 0.5, with s = W' / W per axis (exactly what cv2.resize does for that output size).
+x -> (x + 0.5) * s - 0.5, with s = W' / W per axis (exactly what PIL's resize does for that output size).
 
 Visibility: MPII's is_visible 1 -> 2 (visible), 0 -> 1 (occluded); an empty is_visible (common for the head joints)
 -> 2, since the point is labelled and MPII leaves it empty only where it did not ask.
@@ -43,6 +44,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import scipy.io
+from PIL import Image
 
 from fastpose.config import MPII_ALL_JOINTS, MPII_JOINT_NAMES, MPII_SKELETON
 from fastpose.convert import common
@@ -364,7 +366,7 @@ def load_person(entry: Entry, quality: int = 95):
             joints[0, k] = rows[0, 1], rows[0, 2], rows[0, 3]
     check_joints(p.points[None, :, 1:], (3, h, w), where)  # all 16 ids, visibility column > 0
     crop = crop_for(p.points[:, 1:3], p.others, p.head, w, h, p.pad)
-    scaled = cv2.resize(img, (crop.width, crop.height), interpolation=cv2.INTER_CUBIC)
+    scaled = np.asarray(Image.fromarray(img).resize((crop.width, crop.height), Image.Resampling.BICUBIC))
     pixels = np.ascontiguousarray(scaled[crop.y1:crop.y2 + 1, crop.x1:crop.x2 + 1])  # (h', w', 3) BGR
     ok, buf = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
