@@ -263,8 +263,9 @@ def convert_coco(images: str | Path, annotations: str | Path, out: str | Path, *
                          source=source, overwrite=overwrite)
     writer.skipped += [{"index": a, "problem": "annotation of an unknown image", "detail": f"annotation id {a}"}
                        for a in orphans]
-    written = common.convert_entries(entries, writer, source=f"{path} (entries are COCO image ids)", splits=splits,
-                                     load=_LoadCoco(reencode_jpeg), workers=workers, skip_bad=skip_bad, quiet=quiet)
+    written = common.convert_entries(entries, writer, source=str(path), splits=splits, load=_LoadCoco(reencode_jpeg),
+                                     workers=workers, skip_bad=skip_bad, quiet=quiet,
+                                     index_name="numbers are COCO image ids")
     notes = [f"{no_person} images without a person with >= {min_keypoints} keypoints were not converted"
              if no_person else "", skeleton_note]
     return {"samples": written, "note": "; ".join(n for n in notes if n)}

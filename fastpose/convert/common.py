@@ -177,22 +177,26 @@ def _run(args):
         return entry.index, None, (p.kind, p.detail)
 
 
-def problem_report(problems: dict[str, list[tuple[int, str]]], source: str) -> str:
+def problem_report(problems: dict[str, list[tuple[int, str]]], source: str,
+                   index_name: str = "entry indices are 0-based") -> str:
     parts = []
     for kind, items in problems.items():
         first = ", ".join(str(i) for i, _ in items[:10])
         more = f" (and {len(items) - 10} more)" if len(items) > 10 else ""
         parts.append(f"{kind}: {len(items)} entr{'y' if len(items) == 1 else 'ies'} [{first}{more}], e.g. "
                      f"{items[0][1]}; fix: {FIXES.get(kind, 'fix the entry')}.")
-    return (f"{source}: {sum(len(v) for v in problems.values())} bad entries (entry indices are 0-based). "
+    return (f"{source}: {sum(len(v) for v in problems.values())} bad entries ({index_name}). "
             + " ".join(parts) + " Nothing was written. Fix these, or pass --skip-bad to skip them (they are listed "
             "in the manifest).")
 
 
 def convert_entries(entries: list[Entry], writer: ShardWriter, *, source: str, splits: list[str] | None = None,
                     load: Callable[[Entry], Sample] = load_image_entry, workers: int | None = None,
-                    skip_bad: bool = False, quiet: bool = False) -> dict[str, int]:
-    """Load, check and write every entry (in source order). Returns samples written per split."""
+                    skip_bad: bool = False, quiet: bool = False,
+                    index_name: str = "entry indices are 0-based") -> dict[str, int]:
+    """Load, check and write every entry (in source order). Returns samples written per split.
+
+    index_name says what the reported numbers are (e.g. "numbers are COCO image ids")."""
     if not entries:
         writer.abort()
         raise UserError(f"{source}: the dataset is empty (no entries). Check the file and its variable names.")
@@ -225,7 +229,7 @@ def convert_entries(entries: list[Entry], writer: ShardWriter, *, source: str, s
             pool.terminate()
     if problems and not skip_bad:
         writer.abort()
-        raise UserError(problem_report(problems, source))
+        raise UserError(problem_report(problems, source, index_name))
     if problems and not quiet:
         n = sum(len(v) for v in problems.values())
         console.print(f"[yellow]skipped {n} bad entries[/yellow] ("

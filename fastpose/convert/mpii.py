@@ -416,9 +416,11 @@ def convert_mpii(root: str | Path, out: str | Path, *, mat: str | Path | None = 
               "split": split or "", "seed": seed, "jpeg_quality": jpeg_quality, "unannotated_rects": unannotated}
     writer = ShardWriter(out, len(MPII_TO_DEEPERCUT), MPII_JOINT_NAMES, MPII_ALL_JOINTS, MPII_SKELETON,
                          samples_per_shard=samples_per_shard, source=source, overwrite=overwrite)
-    label = f"{mat_path} (entries = annotated training persons in file order; details name annolist(i).annorect(r))"
+    label = str(mat_path)
     load = partial(load_person, quality=jpeg_quality)
     written = common.convert_entries(entries, writer, source=label, splits=splits, load=load, workers=workers,
-                                     skip_bad=skip_bad, quiet=quiet)
+                                     skip_bad=skip_bad, quiet=quiet,
+                                     index_name="numbers are annotated training persons in file order, 0-based; "
+                                                "each detail names its annolist(i).annorect(r)")
     note = f"{unannotated} rectangles of training images have no annopoints and were skipped" if unannotated else ""
     return {"samples": written, "note": note}
