@@ -186,7 +186,11 @@ def train(cfg: Config, *, resume: bool = False, max_iters: int | None = None, qu
     rank, world, local_rank = _distributed()
     main = rank == 0
     quiet = quiet or not main
+    if world > 1 and not main:
+        dist.barrier()  # rank 0 first: a `dataset: x.mat` is converted into its cache once, not by every rank
     cfg, data_dir = prepare(cfg, quiet=quiet)
+    if world > 1 and main:
+        dist.barrier()
     device = _device(cfg, local_rank)
     out_dir = Path(cfg.out_dir)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
@@ -259,7 +263,8 @@ def train(cfg: Config, *, resume: bool = False, max_iters: int | None = None, qu
     try:
         with _StopSignal() as stop, progress:
             task = progress.add_task("train", total=max_iter, completed=it, info="")
-            while it < max_iter and stop.received is None:
+            stopping = False  # all ranks stop at the same iteration (see _agree_to_stop)
+            while it < max_iter and not stopping:
                 fetch = time.perf_counter()
                 for batch in loader:
                     data_time += time.perf_counter() - fetch
@@ -281,7 +286,8 @@ def train(cfg: Config, *, resume: bool = False, max_iters: int | None = None, qu
                     window_iters += 1
                     progress.update(task, completed=it)
 
-                    last_step = it >= max_iter or stop.received is not None
+                    stopping = _agree_to_stop(stop.received is not None, it, cfg.display_iters, world, device)
+                    last_step = it >= max_iter or stopping
                     if it % cfg.display_iters == 0 or last_step:
                         # Log interval: the one place the loop waits for the device (.item()).
                         bad = int(first_bad.item())
@@ -321,6 +327,18 @@ def train(cfg: Config, *, resume: bool = False, max_iters: int | None = None, qu
             metrics_file.close()
     return {"iteration": it, "out_dir": str(out_dir), "snapshot": str(last_snapshot) if last_snapshot else None,
             "last_loss": last_loss, "images_per_s": images_per_s, "config": cfg}
+
+
+def _agree_to_stop(signalled: bool, it: int, display_iters: int, world: int, device: torch.device) -> bool:
+    """Whether to stop after this step. One process stops at once; under DDP a signal may reach the ranks at different
+    steps, so they agree at log intervals (where the loop syncs anyway): any rank signalled -> all stop there."""
+    if world == 1:
+        return signalled
+    if it % display_iters != 0:
+        return False
+    flag = torch.tensor([1.0 if signalled else 0.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())  # host sync at a log interval
 
 
 def _rank_spread(model: torch.nn.Module) -> float:
