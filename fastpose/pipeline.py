@@ -54,6 +54,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -399,7 +400,10 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
 
     gpu = device_id is not None
     # fork starts workers fast, but cannot follow an initialised CUDA context; spawn then (needs a __main__ guard).
-    start = "spawn" if gpu and torch.cuda.is_initialized() else "fork"
+    # FASTPOSE_WORKER_START=spawn forces it, so the GPU's start method can be tested on a CPU machine.
+    start = os.environ.get("FASTPOSE_WORKER_START") or ("spawn" if gpu and torch.cuda.is_initialized() else "fork")
+    if start not in ("fork", "spawn"):
+        raise UserError(f"FASTPOSE_WORKER_START={start}: allowed values are fork and spawn.")
     pipe = Pipeline(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed,
                     py_num_workers=max(num_workers, 1), py_start_method=start, prefetch_queue_depth=PREFETCH,
                     exec_dynamic=True)

@@ -138,6 +138,16 @@ def test_sigterm_writes_snapshot_and_exits_zero(data, tmp_path):
     assert snap is not None and 2 <= checkpoint.load_snapshot(snap)["iteration"] < 100
 
 
+def test_cli_with_spawned_workers(data, tmp_path):
+    """On a GPU the pipeline's workers are spawned (CUDA cannot be forked): `python -m fastpose` must survive that."""
+    cfg_path = write_cfg(tmp_path, data, deterministic="false")
+    env = dict(os.environ, FASTPOSE_WORKER_START="spawn")
+    done = subprocess.run([sys.executable, "-m", "fastpose", "train", str(cfg_path), "--max-iters", "2"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "finished at iteration 2" in done.stdout
+
+
 def test_loss_parts_equal_plain_torch(data):
     cfg = config.load(None, num_joints=11, location_refinement=True, intermediate_supervision=False,
                       pos_dist_thresh=10.0, locref_huber_loss=True, locref_loss_weight=0.05)
