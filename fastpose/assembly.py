@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastpose.errors import UserError
+from fastpose.errors import UserError, out_file
 
 FEATURES = ("bias", "dist_ab", "dist_ba", "angle_ab", "angle_ba")
 # Before any fit: p = 0.95 for a perfect prediction, 0.5 when each end misses by ~1.5 std; a prior, not a fitted model.
@@ -411,14 +411,17 @@ def fit_assembly(cfg, checkpoint: str | Path, *, out: str | Path | None = None, 
     from fastpose.shards import ShardDataset
     from fastpose.train import prepare
 
+    if max_images is not None and max_images < 1:
+        raise UserError(f"--max-images {max_images}: must be at least 1 (default 500).")
     dev = pick_device(device)
     cfg, data_dir = prepare(cfg, quiet=True)  # the joint set from the dataset's manifest
     net, cfg = load_network(checkpoint, dev, cfg)
+    out = out_file(out or model_path(checkpoint), "--out", "assembly.json")  # before the fit, not after
     mean, std = load_stats(cfg.pairwise_stats_fn)
     dataset = ShardDataset(data_dir, cfg.split)
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     indices = np.random.default_rng(0).permutation(len(dataset))[:n]
     model = fit_from_outputs(_image_outputs(net, cfg, dataset, indices, dev), cfg, mean, std, l2=l2)
     model["checkpoint"] = str(checkpoint)
-    path = save_model(out or model_path(checkpoint), model)
+    path = save_model(out, model)
     return {**model, "path": str(path)}

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastpose.errors import UserError
+from fastpose.errors import UserError, out_file
 
 PARTS = ("data", "targets", "step", "e2e")
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,9 @@ def parse_parts(part: str) -> list[str]:
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    if name != "cpu" and not (name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise UserError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N (N = the GPU's index).")
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for, but torch sees no CUDA GPU here. Use --device cpu or auto.")
     return torch.device(name)
 
@@ -128,9 +130,9 @@ def load_config(config: str | Path | None, overrides: list[str] | None, data: st
         values["batch_size"] = batch_size
     if data is not None:
         values["dataset"] = str(Path(data).resolve())
-    cfg = load(config, overrides, **values) if config is not None else load(None, overrides, net_type="resnet_50",
-                                                                            **values)
-    return cfg
+    if config is None and not any(o.split("=", 1)[0].strip() == "net_type" for o in overrides or []):
+        values["net_type"] = "resnet_50"  # keyword values beat --set, so only when --set does not choose one
+    return load(config, overrides, **values)
 
 
 def _dataset(cfg, data) -> Path:
@@ -252,6 +254,11 @@ def bench_e2e(cfg, device: torch.device, warmup: int, iters: int) -> dict:
 def run(parts: list[str], *, config=None, overrides=None, data=None, batch_size=None, size: int = 368,
         iters: int = 5, warmup: int = 2, device: str = "auto") -> dict:
     """Run the parts; returns {"device", "versions", "config", "results": {part: {...}}}."""
+    if iters < 1 or warmup < 0:
+        raise UserError(f"--iters {iters} --warmup {warmup}: need at least 1 timed run and no negative warm-up.")
+    if "step" in parts and size < 32:
+        raise UserError(f"--size {size}: the synthetic training-step images must be at least 32 pixels (smaller "
+                        f"ones vanish in the ResNet's strided layers); e.g. --size 256.")
     dev = pick_device(device)
     cfg = load_config(config, overrides, data, batch_size, dev.type)
     report = {**environment(dev), "config": {"path": str(config) if config else None, "net_type": cfg.net_type,
@@ -304,7 +311,7 @@ def _fmt(v, digits: int = 1) -> str:
 
 def write_json(report: dict, path: str | Path) -> None:
     """The report as JSON, written atomically."""
-    path = Path(path)
+    path = out_file(path, "--json", "bench.json")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=1, default=str))
     os.replace(tmp, path)

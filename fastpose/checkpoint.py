@@ -8,6 +8,7 @@ folder and renamed into place, so a crash mid-save never leaves a truncated file
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from fastpose import __version__
-from fastpose.errors import UserError
+from fastpose.errors import UserError, cause
 
 # Wrappers that prefix parameter names: DistributedDataParallel ('module.') and torch.compile ('_orig_mod.').
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -81,6 +82,10 @@ def latest_snapshot(out_dir: str | Path, prefix: str = "snapshot") -> Path | Non
     return found[-1][1] if found else None
 
 
+# Write failures the user fixes: disk full, quota, out_dir made read-only or removed while training.
+USER_FIXABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENOENT)
+
+
 def save_snapshot(out_dir: str | Path, iteration: int, *, model: torch.nn.Module, optimizer, cfg,
                   data_position: dict, extra: dict | None = None, prefix: str = "snapshot",
                   max_to_keep: int = 5) -> Path:
@@ -103,6 +108,13 @@ def save_snapshot(out_dir: str | Path, iteration: int, *, model: torch.nn.Module
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno not in USER_FIXABLE_ERRNOS:
+            raise
+        raise UserError(f"Could not write snapshot {path} at iteration {iteration} ({cause(e)}); nothing partial was "
+                        f"left. Free space in {out_dir} (or lower max_to_keep), then continue with `fastpose train "
+                        f"CONFIG --resume` from the newest snapshot there.") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -118,16 +130,20 @@ def save_snapshot(out_dir: str | Path, iteration: int, *, model: torch.nn.Module
 def load_snapshot(path: str | Path, map_location="cpu") -> dict:
     """Read a snapshot written by save_snapshot; UserError when it is missing, truncated or not a fastpose snapshot."""
     path = Path(path)
+    if path.is_dir():
+        newest = latest_snapshot(path)
+        hint = f", e.g. its newest, {newest}" if newest else f"; {path} holds none (train first)"
+        raise UserError(f"Snapshot {path} is a folder. Pass a snapshot-<iteration>.pt file{hint}.")
     if not path.is_file():
-        raise UserError(f"Snapshot {path} does not exist. Pass a {path.parent}/snapshot-<iteration>.pt file, or the "
-                        f"run's out_dir to resume from its latest snapshot.")
+        raise UserError(f"Snapshot {path} does not exist. Pass an existing snapshot-<iteration>.pt file (training "
+                        f"writes them into the config's out_dir).")
     try:
         # weights_only=False: the RNG states are numpy/python objects; snapshots are files this program wrote.
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # torch raises many types for a truncated or foreign file
-        raise UserError(f"Snapshot {path} could not be read ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}); it is corrupt or truncated. Delete it and "
-                        f"resume from an earlier snapshot in {path.parent}.") from None
+        raise UserError(f"Snapshot {path} could not be read ({cause(e)}); it is corrupt or truncated. Delete it "
+                        f"and use an earlier snapshot of {path.resolve().parent} (training with --resume continues "
+                        f"from the newest one left).") from None
     required = ("iteration", "model", "optimizer", "rng", "data_position", "config")
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in required):
         raise UserError(f"{path} is not a fastpose training snapshot (it lacks "

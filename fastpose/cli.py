@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fastpose.errors import UserError
@@ -58,13 +59,13 @@ def info(dataset: Path, verify: Annotated[bool, typer.Option("--verify", help="C
     """
     from fastpose import shards
 
+    problems = shards.verify(dataset) if verify else []  # first: a damaged shard would stop the summary
+    if problems:
+        raise UserError(f"{dataset}: checksum verification failed: " + "; ".join(problems)
+                        + ". Convert the dataset again.")
     summary = shards.summary(dataset)
     if verify:
-        problems = shards.verify(dataset)
-        summary["verified"] = not problems
-        if problems:
-            raise UserError(f"{dataset}: checksum verification failed: " + "; ".join(problems)
-                            + ". Convert the dataset again.")
+        summary["verified"] = True
     if json_:
         print(json.dumps(summary, indent=1))
         return
@@ -446,7 +447,8 @@ def main() -> None:
     try:
         app()
     except UserError as e:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        # escape: a message quoting the user's text ("[unclosed" in a YAML error) must not be read as rich markup
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False)
         sys.exit(2)
 
 

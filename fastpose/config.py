@@ -283,6 +283,15 @@ def _default(key: str):
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """' at line L, column C: <problem>' of a YAML error, on one line (PyYAML's own text spans several)."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    return f"{where}: {problem}" + (f" ({context})" if context else "")
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Parse one `--set key=value`; the value is read as YAML (`--set 'multi_step=[[0.005, 100]]'`)."""
     if "=" not in text:
@@ -291,7 +300,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise UserError(f"--set {key}: the value {raw!r} is not valid YAML ({e}).") from None
+        raise UserError(f"--set {key}: the value {raw!r} is not valid YAML{_yaml_problem(e)}. Quote the whole "
+                        f"option for the shell, e.g. --set 'multi_step=[[0.005, 100]]'.") from None
     return key.strip(), value
 
 
@@ -304,13 +314,18 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None, **v
         path = Path(path)
         where = str(path)
         base = path.resolve().parent
+        if path.is_dir():
+            raise UserError(f"Config file {path} is a folder. Pass the path of a pose_cfg.yaml / fastpose config "
+                            f"file (e.g. {path}/pose_cfg.yaml).")
         if not path.is_file():
             raise UserError(f"Config file {path} does not exist. Pass the path of a pose_cfg.yaml / fastpose config.")
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise UserError(f"{path} is not valid YAML: {e}. Fix the syntax (note: `all_joints = [...]` as in the "
-                            f"seed README is not YAML; write `all_joints: [...]`).") from None
+            raise UserError(f"{path} is not valid YAML{_yaml_problem(e)}. Fix the syntax (note: `all_joints = [...]` "
+                            f"as in the seed README is not YAML; write `all_joints: [...]`).") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is not a text file (not UTF-8). Pass the YAML config file.") from None
         if not isinstance(raw, dict):
             raise UserError(f"{path}: the top level must be a mapping of key: value, got {type(raw).__name__}.")
     _check_keys(raw, where)
@@ -322,7 +337,9 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None, **v
     _check_keys(values, "arguments")
     explicit.update(values)
 
-    kwargs = {k: _check_type(k, v, HINTS[k], where if k in raw else "--set") for k, v in explicit.items()}
+    overridden = {parse_override(text)[0] for text in overrides or []}
+    kwargs = {k: _check_type(k, v, HINTS[k], where if k in raw and k not in overridden else "--set")
+              for k, v in explicit.items()}
     cfg = Config(**kwargs)
     if path is not None:  # defaults too, so that a saved resolved config loads back identical
         for key in PATH_KEYS:

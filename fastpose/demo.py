@@ -15,6 +15,7 @@ import numpy as np
 
 from fastpose.config import load
 from fastpose.convert import mat, synth
+from fastpose.errors import UserError
 from fastpose.evaluate import evaluate
 from fastpose.predict import draw_pose
 from fastpose.shards import ShardDataset
@@ -27,6 +28,8 @@ DEMO_SIZES = (112, 144)
 def run(config: str | Path, out: str | Path, *, n: int = 600, overrides: list[str] | None = None,
         max_iters: int | None = None) -> dict:
     """Run the demo into `out`; returns {"metrics", "picture", "train", "shards"}. A previous demo run is replaced."""
+    if n <= 0:
+        raise UserError(f"--n {n}: the demo needs a positive number of synthetic images (default 600).")
     out = Path(out).resolve()
     shards = out / "shards"
     run_dir = out / "run"

@@ -33,7 +33,7 @@ import torch
 from fastpose import metrics
 from fastpose.config import Config, with_joints
 from fastpose.decode import decode, to_sample, to_source
-from fastpose.errors import UserError
+from fastpose.errors import UserError, out_file, out_folder
 from fastpose.shards import ShardDataset
 
 
@@ -41,7 +41,9 @@ def pick_device(name: str) -> torch.device:
     """auto -> cuda when torch sees a GPU, else cpu; cuda without a GPU is a UserError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    if name != "cpu" and not (name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise UserError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N (N = the GPU's index).")
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("device: cuda was asked for, but torch sees no CUDA GPU here. Use --device cpu (or "
                         "device: auto in the config).")
     return torch.device(name)
@@ -66,11 +68,19 @@ def load_model(checkpoint, device: torch.device, cfg: Config | None = None):
     model = build_model(cfg)
     try:
         model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
+    except RuntimeError:
+        own, saved = model.state_dict(), ckpt["model"]
+        shapes = [f"{k} is {tuple(v.shape)} in the snapshot, {tuple(own[k].shape)} for the config"
+                  for k, v in saved.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        keys = [f"{len(set(saved) - set(own))} snapshot keys the config's network lacks (e.g. "
+                f"{sorted(set(saved) - set(own))[0]})"] if set(saved) - set(own) else []
+        keys += [f"{len(set(own) - set(saved))} keys of the config's network the snapshot lacks (e.g. "
+                 f"{sorted(set(own) - set(saved))[0]})"] if set(own) - set(saved) else []
         raise UserError(f"{checkpoint}: its weights do not fit the network of the config (net_type {cfg.net_type}, "
                         f"{cfg.num_joints} joints, location_refinement {cfg.location_refinement}): "
-                        f"{str(e).splitlines()[0]}. Evaluate with the config the snapshot was trained with (leave "
-                        f"out the config argument to use the one stored in the snapshot).") from None
+                        f"{'; '.join((shapes[:2] + keys) or ['the state_dict does not load'])}. Evaluate with the "
+                        f"config the snapshot was trained with (leave out the config argument to use the one stored "
+                        f"in the snapshot).") from None
     return model.to(device).eval(), cfg
 
 
@@ -199,6 +209,12 @@ def evaluate(cfg: Config | None, model_or_checkpoint, split: str | None = None, 
     pipeline did not yield), "source_predictions": the same in source-image pixels, "ground_truth": ground_truth(),
     "config": the Config used}. cfg may be None with a snapshot path (its stored config is used).
     """
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be at least 1 (or left out to use the config's).")
+    for flag, value in (("--pck-threshold", pck_threshold), ("--pckh-threshold", pckh_threshold)):
+        if value is not None and not value > 0:
+            raise UserError(f"{flag} {value}: must be positive (a fraction of the reference length, e.g. 0.2 for "
+                            f"PCK, 0.5 for PCKh).")
     if isinstance(model_or_checkpoint, str | Path):
         dev = pick_device(str(device) if device is not None else (cfg.device if cfg else "auto"))
         model, cfg = load_model(model_or_checkpoint, dev, cfg)
@@ -231,6 +247,10 @@ def evaluate(cfg: Config | None, model_or_checkpoint, split: str | None = None, 
     persons: list | None = [] if coco else None
     try:
         pred, _ = predict_split(model, cfg, dataset_dir, split, batch_size or cfg.batch_size, dev, persons, assembly)
+    except torch.OutOfMemoryError:
+        raise UserError(f"Out of GPU memory evaluating {dataset_dir} split '{split}' with batch size "
+                        f"{batch_size or cfg.batch_size} (max_input_size {cfg.max_input_size}). Pass a smaller "
+                        f"--batch-size.") from None
     finally:
         model.train(was_training)
     gt = ground_truth(ds)
@@ -274,8 +294,9 @@ def _atomic(path: Path, write) -> None:
 
 def write_outputs(result: dict, out_dir: str | Path, json_path: str | Path | None = None) -> list[Path]:
     """predictions.mat and predictions.json into out_dir, and the metrics as JSON to json_path when given."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = out_folder(out_dir, "--out")
+    if json_path is not None:
+        json_path = out_file(json_path, "--json", "metrics.json")
     pred, src, cfg = result["predictions"], result["source_predictions"], result["config"]
     cell = np.empty((len(pred),), dtype=object)  # MATLAB cell array: one (K, 3) [x y score] per sample
     for i, p in enumerate(pred):

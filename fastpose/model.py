@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fastpose.errors import UserError
+from fastpose.errors import UserError, cause
 
 # torchvision's ImageNet std per RGB channel, in 0..255 units (its weights expect (x/255 - mean) / std).
 IMAGENET_STD_255 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -252,13 +252,13 @@ def load_imagenet(model: PoseNet, path: str | Path) -> dict[str, list[str]]:
     path = Path(path)
     fix = "Run `fastpose weights download resnet50` (or resnet101 / resnet152) and point init_weights at its file."
     if not path.is_file():
-        raise UserError(f"init_weights: {path} does not exist. {fix}")
+        raise UserError(f"init_weights: {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}. "
+                        f"{fix}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a truncated or foreign file
-        raise UserError(f"init_weights: {path} could not be read as a PyTorch checkpoint ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}). The file may be truncated; download it again. "
-                        f"{fix}") from None
+        raise UserError(f"init_weights: {path} could not be read as a PyTorch weights file ({cause(e)}). It may be "
+                        f"truncated or another kind of file; download it again. {fix}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

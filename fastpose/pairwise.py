@@ -26,7 +26,7 @@ import numpy as np
 import scipy.io
 import torch
 
-from fastpose.errors import UserError
+from fastpose.errors import UserError, out_file
 
 CHUNK = 4096  # persons per numpy block: (CHUNK, K, K, 2) float64 stays small for any K up to ~30
 
@@ -101,7 +101,7 @@ def save_stats(path: str | Path, mean: np.ndarray, std: np.ndarray, count: np.nd
     path = Path(path)
     data = {"mean": np.asarray(mean, np.float64), "std": np.asarray(std, np.float64),
             "count": np.asarray(count, np.int64), "split": np.array(split)}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    out_file(path, "pairwise_stats_fn (or --out)", "pairwise_stats.npz")
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:  # file objects: neither savez nor savemat may append a suffix to the temp name
         if path.suffix == ".npz":
@@ -111,7 +111,7 @@ def save_stats(path: str | Path, mean: np.ndarray, std: np.ndarray, count: np.nd
         else:
             tmp.unlink(missing_ok=True)
             raise UserError(f"pairwise_stats_fn {path}: the suffix must be .npz or .mat (got '{path.suffix}'). "
-                            f"Rename it in the config.")
+                            f"Rename it (pairwise_stats_fn in the config, or --out).")
     os.replace(tmp, path)
     return path
 
@@ -121,7 +121,8 @@ def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"The pairwise statistics file {path} does not exist. Compute it with `fastpose "
-                        f"pairwise-stats CONFIG` (it writes pairwise_stats_fn of the config), then train again.")
+                        f"pairwise-stats CONFIG` (it writes pairwise_stats_fn of the config), then run this command "
+                        f"again.")
     try:
         if path.suffix == ".npz":
             with np.load(path) as z:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from fastpose.errors import UserError
+from fastpose.errors import UserError, out_folder
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 PAD_MULTIPLE = 16  # the backbone's output stride: 2 * ceil(H / 16) cells at stride 8
@@ -108,12 +108,12 @@ def expand_inputs(items: list[str]) -> list[Path]:
     return unique
 
 
-def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, or UserError for a file OpenCV cannot decode."""
+def read_image(path: Path, where: str = "") -> np.ndarray:
+    """(H, W, 3) uint8 RGB, or UserError for a file OpenCV cannot decode (`where` is added after the path)."""
     data = np.fromfile(str(path), dtype=np.uint8)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
-        raise UserError(f"{path} could not be decoded as an image. Pass PNG/JPEG files, or remove this one.")
+        raise UserError(f"{path}{where} could not be decoded as an image. Pass PNG/JPEG files, or remove this one.")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -226,15 +226,23 @@ def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, b
         if note is not None and multi_person:
             raise UserError(f"--multi-person: {note.replace('COCO AP not computed: ', '')}.")
         multi_person = note is None and (bool(multi_person) or cfg.pairwise_predict or cfg.dataset_type == "coco")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = out_folder(out_dir, "--out")
     stems = _unique_stems(paths)
     docs = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
-        images = [read_image(p) for p in chunk]
-        with torch.no_grad():
-            heads, valid_hw, ratio = _forward(model, cfg, images, dev)
+        # where: how far the run got (the outputs of the batches before are written)
+        images = [read_image(p, f" (input {start + i + 1} of {len(paths)}; the outputs of the {start} before its batch "
+                                f"are in {out_dir})" if start else f" (input {start + i + 1} of {len(paths)})")
+                  for i, p in enumerate(chunk)]
+        try:
+            with torch.no_grad():
+                heads, valid_hw, ratio = _forward(model, cfg, images, dev)
+        except torch.OutOfMemoryError:
+            raise UserError(f"Out of GPU memory predicting {chunk[0]} and the {len(chunk) - 1} images after it "
+                            f"(batch size {batch_size}; the largest image is {max(i.shape[1] for i in images)} x "
+                            f"{max(i.shape[0] for i in images)} before scaling). Pass a smaller --batch-size, or "
+                            f"--device cpu.") from None
         joints = _single(heads, valid_hw, ratio, cfg)  # (B, K, 3)
         persons = _persons(heads, valid_hw, ratio, cfg, assembly) if multi_person else [None] * len(chunk)
         for path, stem, image, pose, people in zip(chunk, stems[start:start + batch_size], images, joints, persons):

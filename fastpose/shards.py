@@ -46,7 +46,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from fastpose.errors import UserError
+from fastpose.errors import UserError, out_folder
 
 FORMAT = "fastpose-shards"
 VERSION = 1
@@ -132,6 +132,10 @@ class ShardWriter:
                  all_joints: list[list[int]] | None = None, skeleton: list[list[int]] | None = None,
                  samples_per_shard: int = 512, source: dict | None = None, overwrite: bool = False):
         self.out_dir = Path(out_dir)
+        if samples_per_shard < 1:
+            raise UserError(f"--samples-per-shard {samples_per_shard}: must be at least 1 (default 512).")
+        if num_joints < 1:
+            raise UserError(f"--num-joints {num_joints}: a dataset needs at least one joint.")
         if self.out_dir.exists() and not overwrite:
             raise UserError(f"{self.out_dir} already exists. Choose another --out folder, or pass --overwrite to "
                             f"replace it.")
@@ -143,8 +147,9 @@ class ShardWriter:
         self.source = source or {}
         self.skipped: list[dict] = []
         self.tmp = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{os.getpid()}")
+        out_folder(self.out_dir.parent, "--out")
         _remove_stale_temps(self.out_dir)
-        self.tmp.mkdir(parents=True)
+        self.tmp.mkdir()
         self._pending: dict[str, list[Sample]] = {}
         self._shards: dict[str, list[dict]] = {}
         self._closed = False
@@ -229,7 +234,13 @@ def read_manifest(root: str | Path) -> dict:
         why = " It holds shards but no manifest: a convert was interrupted; run it again." if partial else ""
         raise UserError(f"{root} is not a fastpose dataset (no manifest.json).{why} Create one with "
                         f"`fastpose convert ...`.")
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+        raise UserError(f"{path} is not valid JSON ({e}): the manifest was damaged or edited by hand. Convert the "
+                        f"dataset again (`fastpose convert ... --overwrite`).") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path} is not a fastpose manifest (a JSON object). Convert the dataset again.")
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise UserError(f"{path}: format {manifest.get('format')} v{manifest.get('version')} is not "
                         f"{FORMAT} v{VERSION}; convert the data again with this version of fastpose.")
@@ -279,7 +290,14 @@ class ShardDataset:
         if self._pid != os.getpid():  # forked: never reuse the parent's handles
             self._files, self._pid = {}, os.getpid()
         if shard not in self._files:
-            self._files[shard] = h5py.File(self.shard_path(shard), "r")
+            path = self.shard_path(shard)
+            try:
+                self._files[shard] = h5py.File(path, "r")
+            except OSError as e:  # missing, truncated or not HDF5 (h5py raises OSError / FileNotFoundError)
+                what = "is missing" if not path.exists() else f"cannot be read as HDF5 ({str(e).splitlines()[0]})"
+                raise UserError(f"{path} (shard {shard} of split '{self.split}' of {self.root}) {what}: the dataset "
+                                f"is damaged, e.g. an incomplete copy. Copy it again, or convert it again; "
+                                f"`fastpose info {self.root} --verify` checks every shard.") from None
         return self._files[shard]
 
     def image_bytes(self, index: int) -> bytes:

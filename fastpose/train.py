@@ -38,7 +38,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fastpose import checkpoint
 from fastpose.config import Config, with_joints
-from fastpose.errors import UserError
+from fastpose.errors import UserError, out_folder
 from fastpose.kernels.losses import locref_loss, part_loss
 from fastpose.kernels.pairwise import make_pairwise_targets
 from fastpose.kernels.targets import make_targets
@@ -183,6 +183,9 @@ def train(cfg: Config, *, resume: bool = False, max_iters: int | None = None, qu
 
     max_iters stops early (still writing a snapshot) without changing the schedule, e.g. for benchmarks and tests.
     """
+    if max_iters is not None and max_iters < 1:
+        raise UserError(f"--max-iters {max_iters}: must be at least 1 (or left out to train the whole multi_step "
+                        f"schedule).")
     rank, world, local_rank = _distributed()
     main = rank == 0
     quiet = quiet or not main
@@ -247,7 +250,7 @@ def train(cfg: Config, *, resume: bool = False, max_iters: int | None = None, qu
                           channels_last=cfg.channels_last)
     max_iter = cfg.max_iter() if max_iters is None else min(cfg.max_iter(), max_iters)
     if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_folder(out_dir, "out_dir")
         cfg.save(out_dir / "config.yaml")
     tb = _tensorboard(out_dir / cfg.log_dir) if main else None
     metrics_file = open(out_dir / "metrics.jsonl", "a") if main else None  # noqa: SIM115 (closed in finally)

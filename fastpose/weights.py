@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from fastpose.errors import UserError
+from fastpose.errors import UserError, out_folder
 
 DEFAULT_URL_BASE = "https://download.pytorch.org/models/"
 URL_ENV = "FASTPOSE_WEIGHTS_URL"
@@ -76,7 +76,7 @@ def download(name: str, out_dir: str | Path = "weights", url_base: str | None = 
     dest = out_dir / filename
     if dest.is_file() and _matches(sha256_of(dest), want, full):
         return dest
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_folder(out_dir, "--out")
     tmp = out_dir / f".{filename}.part-{os.getpid()}"
     try:
         digest = _fetch(url, tmp, progress)

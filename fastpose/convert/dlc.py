@@ -36,7 +36,8 @@ def read_project(project: str | Path) -> tuple[list[str], list[list[int]], list[
     if not tables:
         h5 = sorted(project.glob("labeled-data/*/CollectedData_*.h5"))
         hint = " Only .h5 label tables were found: export them to CSV in DeepLabCut (or open and save the labels)." \
-            if h5 else ""
+            if h5 else (" Label frames in DeepLabCut first (its labelling GUI saves them there), or pass the project "
+                        "folder that holds them.")
         raise UserError(f"{project}: no labeled-data/*/CollectedData_*.csv found.{hint}")
     entries: list[Entry] = []
     for table in tables:

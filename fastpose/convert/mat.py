@@ -94,6 +94,8 @@ def _read_v5(path: Path) -> list[dict]:
 def read_entries(path: str | Path) -> list[dict]:
     """The raw entries of a seed .mat: dicts with image (str), size (array), joints (list of N x 3 arrays)."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder. Pass the path of your dataset.mat file itself.")
     if not path.is_file():
         raise UserError(f"{path} does not exist. Pass the path of your dataset.mat.")
     raw = _read_v73(path) if h5py.is_hdf5(path) else _read_v5(path)
@@ -150,6 +152,8 @@ def convert(mat_path: str | Path, out: str | Path, *, num_joints: int | None = N
     from fastpose.shards import ShardWriter
 
     mat_path = Path(mat_path)
+    if num_joints is not None and num_joints < 0:
+        raise UserError(f"--num-joints {num_joints}: must be positive (or left out to use the largest joint id + 1).")
     raw = read_entries(mat_path)
     note = ""
     if not num_joints:
@@ -187,7 +191,10 @@ def cached_shards(mat_path: str | Path, cfg, quiet: bool = False) -> Path:
     cache = mat_path.with_name(mat_path.name + ".shards")
     manifest = cache / "manifest.json"
     if manifest.is_file() and mat_path.is_file():
-        source = json.loads(manifest.read_text()).get("source", {})
+        try:
+            source = json.loads(manifest.read_text()).get("source", {})
+        except (ValueError, AttributeError):  # a damaged cache manifest: convert again below
+            source = {}
         if source.get("stamp") == file_stamp(mat_path):
             return cache
     convert(mat_path, cache, num_joints=cfg.num_joints or None, joint_names=cfg.joint_names or None,

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import scipy.io
 
+from fastpose.errors import UserError, out_folder
+
 JOINT_NAMES = ["head", "neck", "pelvis", "r_elbow", "r_wrist", "l_elbow", "l_wrist", "r_knee", "r_ankle", "l_knee",
                "l_ankle"]
 ALL_JOINTS = [[0], [1], [2], [3, 5], [4, 6], [7, 9], [8, 10]]
@@ -108,7 +110,11 @@ def draw_sample(rng: np.random.Generator, sizes: tuple[int, int] = (144, 208)) -
 def make_dataset(out: str | Path, n: int = 500, seed: int = 0, sizes: tuple[int, int] = (144, 208)) -> Path:
     """Write `out/dataset.mat` and `out/images/*.png` (image sides in [sizes]); returns the .mat path."""
     out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    if n <= 0:
+        raise UserError(f"--n {n}: the number of images must be positive.")
+    if not 32 <= sizes[0] <= sizes[1]:
+        raise UserError(f"--min-size {sizes[0]} --max-size {sizes[1]}: need 32 <= min-size <= max-size.")
+    out_folder(out / "images", "--out")
     rng = np.random.default_rng(seed)
     records = []
     for i in range(n):
