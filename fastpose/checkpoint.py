@@ -148,7 +148,8 @@ def load_snapshot(path: str | Path, map_location="cpu") -> dict:
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in required):
         raise UserError(f"{path} is not a fastpose training snapshot (it lacks "
                         f"{', '.join(k for k in required if not isinstance(ckpt, dict) or k not in ckpt)}). "
-                        f"An ImageNet .pth belongs in init_weights, not --resume.")
+                        f"Pass a snapshot-<iteration>.pt written by `fastpose train`; an ImageNet .pth belongs in "
+                        f"the config's init_weights instead.")
     return ckpt
 
 

@@ -214,6 +214,15 @@ def test_truncated_snapshot_message_is_short(snapshot, tmp_path):
     assert "it is corrupt or truncated" in msg and "high likelihood" not in msg  # torch's paragraph is cut
 
 
+def test_imagenet_file_given_as_snapshot(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, path)
+    with pytest.raises(UserError, match=r"resnet18.pth is not a fastpose training snapshot \(it lacks iteration, "
+                                        r"model, .*\)\. Pass a snapshot-<iteration>.pt written by `fastpose train`; "
+                                        r"an ImageNet .pth belongs in the config's init_weights"):
+        checkpoint.load_snapshot(path)
+
+
 def test_snapshot_write_failure_is_a_user_error_and_leaves_nothing(data, tmp_path, monkeypatch):
     def disk_full(obj, f):
         open(f, "wb").write(b"partial")
