@@ -75,6 +75,17 @@ struct Csr {
 
 constexpr int kDenseMaxNodes = 512;  // default: dense GAEC up to this many nodes, an (n, n) matrix of 2 MiB at most
 
+// The cluster of each node after merges recorded as parent links (a merged node points at the one it joined).
+std::vector<int> roots(const std::vector<int>& parent) {
+    std::vector<int> label(parent.size());
+    for (size_t i = 0; i < parent.size(); ++i) {
+        int r = static_cast<int>(i);
+        while (parent[r] != r) r = parent[r];
+        label[i] = r;
+    }
+    return label;
+}
+
 // GAEC with the cluster weights in a dense (n, n) matrix: a merge adds row v to row u in O(n). Returns a cluster id
 // per node (not canonical).
 std::vector<int> gaec_dense(int n, const std::vector<Edge>& edges) {
@@ -118,13 +129,7 @@ std::vector<int> gaec_dense(int n, const std::vector<Edge>& edges) {
         slot[last] = slot[v];
         live.pop_back();
     }
-    std::vector<int> label(n);
-    for (int i = 0; i < n; ++i) {
-        int r = i;
-        while (parent[r] != r) r = parent[r];
-        label[i] = r;
-    }
-    return label;
+    return roots(parent);
 }
 
 // GAEC on n nodes: returns a cluster id per node (not canonical).
@@ -163,13 +168,7 @@ std::vector<int> gaec(int n, const std::vector<Edge>& edges, int dense_max_nodes
         alive[v] = 0;
         parent[v] = u;
     }
-    std::vector<int> label(n);
-    for (int i = 0; i < n; ++i) {
-        int r = i;
-        while (parent[r] != r) r = parent[r];
-        label[i] = r;
-    }
-    return label;
+    return roots(parent);
 }
 
 // Exact maximum of the joined weight over all partitions of m nodes (dense weights W, m x m, row-major).
