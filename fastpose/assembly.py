@@ -405,8 +405,8 @@ def fit_assembly(cfg, checkpoint: str | Path, *, out: str | Path | None = None, 
                  device: str = "auto", l2: float = 1e-3) -> dict:
     """`fastpose fit-assembly`: fit the edge classifier on up to max_images training images of cfg.dataset with the
     checkpoint's network; save it to `out` or `<checkpoint>.assembly.json`. Returns the saved model plus its path."""
+    from fastpose.device import pick_device
     from fastpose.evaluate import load_model as load_network
-    from fastpose.evaluate import pick_device
     from fastpose.pairwise import load_stats
     from fastpose.shards import ShardDataset
     from fastpose.train import prepare

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastpose.device import pick_device
 from fastpose.errors import UserError, out_file
 
 PARTS = ("data", "targets", "step", "e2e")
@@ -39,16 +40,6 @@ def parse_parts(part: str) -> list[str]:
     if part not in PARTS:
         raise UserError(f"Unknown bench part '{part}'. Use one of: {', '.join(PARTS)}, all.")
     return [part]
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name != "cpu" and not (name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
-        raise UserError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N (N = the GPU's index).")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but torch sees no CUDA GPU here. Use --device cpu or auto.")
-    return torch.device(name)
 
 
 def sync(device: torch.device) -> None:

@@ -33,20 +33,9 @@ import torch
 from fastpose import metrics
 from fastpose.config import Config, with_joints
 from fastpose.decode import decode, to_sample, to_source
+from fastpose.device import pick_device
 from fastpose.errors import UserError, out_file, out_folder
 from fastpose.shards import ShardDataset
-
-
-def pick_device(name: str) -> torch.device:
-    """auto -> cuda when torch sees a GPU, else cpu; cuda without a GPU is a UserError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name != "cpu" and not (name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
-        raise UserError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N (N = the GPU's index).")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("device: cuda was asked for, but torch sees no CUDA GPU here. Use --device cpu (or "
-                        "device: auto in the config).")
-    return torch.device(name)
 
 
 def autocast(cfg: Config, device: torch.device):

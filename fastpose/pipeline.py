@@ -62,6 +62,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from fastpose.device import pick_device
 from fastpose.errors import UserError
 from fastpose.shards import ShardDataset
 
@@ -427,20 +428,6 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
     return pipe
 
 
-def resolve_device(cfg_device: str, device) -> torch.device:
-    """The torch device batches go to: `device` if given, else cfg.device (auto = cuda where available)."""
-    want = str(device) if device is not None else cfg_device
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(want)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{want}' was requested but this machine has no CUDA GPU (torch "
-                        f"{torch.__version__}). Use device: auto or cpu.")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be cpu or cuda, got {want}")
-    return dev
-
-
 class Loader:
     """Iterable of `Batch` over one split for one rank; each `iter()` runs one epoch from the current position."""
 
@@ -604,7 +591,7 @@ def build_loader(cfg, dataset_dir, split: str = "train", *, train: bool = True, 
                   perm=symmetric_permutation(k, groups), stride=int(cfg.stride),
                   ignore=train and ds.manifest.get("source", {}).get("format") == "coco")
     return Loader(ds, aug, batch_size=batch_size or cfg.batch_size, shard_id=shard_id, num_shards=num_shards,
-                  shuffle=bool(cfg.shuffle) and train, device=resolve_device(cfg.device, device),
+                  shuffle=bool(cfg.shuffle) and train, device=pick_device(cfg.device if device is None else device),
                   num_threads=max(1, cfg.num_threads), num_workers=cfg.num_workers, start_epoch=start_epoch,
                   start_batch=start_batch, skip_bad=skip_bad, max_persons=max_persons, dtype=dtype,
                   channels_last=channels_last, mean=[float(m) for m in cfg.mean_pixel])

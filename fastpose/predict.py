@@ -212,7 +212,8 @@ def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, b
     "persons" list). None = automatic: on for models with a pairwise head or trained on COCO-type data, when an edge
     classifier (fastpose fit-assembly) or pairwise statistics are at hand.
     """
-    from fastpose.evaluate import _assembly_model, load_model, pick_device
+    from fastpose.device import pick_device
+    from fastpose.evaluate import _assembly_model, load_model
 
     paths = expand_inputs(inputs)
     if batch_size <= 0:

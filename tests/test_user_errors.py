@@ -18,6 +18,7 @@ import torch
 from fastpose import bench, checkpoint, cli, config, demo, evaluate, pairwise, predict, shards, train
 from fastpose.assembly import fit_assembly
 from fastpose.convert import mat, synth
+from fastpose.device import pick_device
 from fastpose.errors import UserError, cause, out_file, out_folder
 from fastpose.model import build_model, load_imagenet
 
@@ -254,10 +255,12 @@ def test_init_weights_not_a_torch_file(data, tmp_path):
 
 
 def test_device_names_are_checked():
-    for pick in (evaluate.pick_device, bench.pick_device):
-        with pytest.raises(UserError, match=r"--device 'gpu' is not a device: use auto, cpu, cuda or cuda:N"):
-            pick("gpu")
-        assert pick("cpu") == torch.device("cpu")
+    with pytest.raises(UserError, match=r"--device 'gpu' is not a device: use auto, cpu, cuda or cuda:N"):
+        pick_device("gpu")
+    assert pick_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match=r"device cuda:1 was asked for, but torch .* sees no CUDA GPU"):
+            pick_device("cuda:1")
 
 
 def test_eval_numbers_checked_before_loading(tmp_path):
