@@ -348,6 +348,15 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None, **v
                 setattr(cfg, key, str(base / value))
     _apply_dataset_type(cfg, set(explicit), where)
     validate(cfg, where)
+    # A joint midway between four cell centres is stride / sqrt(2) from each: with a smaller radius (in network
+    # pixels) some joints get no positive cell at all and cannot be learnt, while the loss still falls (all negative).
+    radius = cfg.pos_dist_thresh * cfg.global_scale * cfg.scale_jitter_lo
+    if radius < cfg.stride / math.sqrt(2):
+        sys.stderr.write(
+            f"note: {where}: pos_dist_thresh x global_scale x scale_jitter_lo = {radius:.2f} px is below "
+            f"stride / sqrt(2) = {cfg.stride / math.sqrt(2):.2f} px, so some joints get no positive score-map cell "
+            f"and cannot be learnt. pos_dist_thresh is in dataset pixels: raise it to at least "
+            f"{math.ceil(cfg.stride / math.sqrt(2) / (cfg.global_scale * cfg.scale_jitter_lo))}.\n")
     for key in explicit:
         if key in NO_EFFECT and getattr(cfg, key) != _default(key):
             sys.stderr.write(f"note: {where}: {key} = {getattr(cfg, key)!r} has no effect in fastpose "

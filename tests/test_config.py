@@ -117,3 +117,12 @@ def test_reference_keys_without_effect_are_announced(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "crop = True has no effect in fastpose (use crop_size" in err
     assert "scoremap_dir" not in err  # the default value: nothing to announce
+
+
+def test_a_target_radius_below_the_cell_spacing_is_announced(tmp_path, capsys):
+    # 8 x 0.35 = 2.8 px < 8 / sqrt(2) = 5.66 px: a joint between four cell centres would have no positive cell.
+    config.load(write(tmp_path, "pos_dist_thresh: 8\nglobal_scale: 0.35\n"))
+    err = capsys.readouterr().err
+    assert "2.80 px is below stride / sqrt(2) = 5.66 px" in err and "at least 17" in err
+    config.load(write(tmp_path, "pos_dist_thresh: 17\nglobal_scale: 0.8452830189\nscale_jitter_lo: 0.85\n"))
+    assert "below stride" not in capsys.readouterr().err  # the reference's MPII settings: 12.2 px
