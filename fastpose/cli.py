@@ -305,20 +305,27 @@ def predict(images: Annotated[list[str], typer.Argument(help="Image files, folde
                                                      "every joint with its score).")] = 0.0,
             multi_person: Annotated[bool | None, typer.Option("--multi-person/--single-person", help="Assemble every "
                                     "person (default: automatic for models with a pairwise head or COCO data).")]
-            = None) -> None:
+            = None,
+            skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip images that cannot be decoded (listed "
+                                                   "at the end) instead of stopping.")] = False) -> None:
     """Predict joints on images: <name>.json (joint names, x, y, score in image pixels) and <name>.png per image.
 
-    Example: fastpose predict --checkpoint demo_out/run/snapshot-600.pt 'photos/*.jpg' --out preds --min-score 0.3
+    Example: fastpose predict --checkpoint demo_out/run/snapshot-400.pt 'photos/*.jpg' --out preds --min-score 0.3
     """
     import time
 
     from fastpose.predict import predict as run_predict
 
     t0 = time.perf_counter()
+    skipped: list = []
     docs = run_predict(checkpoint, images, out_dir, batch_size=batch_size, device=device, min_score=min_score,
-                       multi_person=multi_person)
+                       multi_person=multi_person, skip_bad=skip_bad, skipped=skipped)
     seconds = time.perf_counter() - t0
     out.print(f"wrote {len(docs)} predictions (.json + .png) to {out_dir} in {seconds:.1f} s")
+    if skipped:
+        out.print(f"[yellow]skipped {len(skipped)} unreadable input(s):[/yellow] "
+                  + "; ".join(path for path, _ in skipped[:10]) + (" ..." if len(skipped) > 10 else ""),
+                  highlight=False)
 
 
 @app.command()

@@ -204,9 +204,13 @@ def predict_images(model, cfg, images: list[np.ndarray], device: torch.device) -
 
 
 def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, batch_size: int = 8,
-            device: str = "auto", min_score: float = 0.0, cfg=None, multi_person: bool | None = None) -> list[dict]:
+            device: str = "auto", min_score: float = 0.0, cfg=None, multi_person: bool | None = None,
+            skip_bad: bool = False, skipped: list | None = None) -> list[dict]:
     """Run a snapshot on images; write <name>.json (joints with names, x, y, score in the image's pixels) and
     <name>.png (the skeleton drawn) per image into out_dir. Returns the JSON documents.
+
+    skip_bad: an input that cannot be decoded is skipped and appended to `skipped` as (path, reason) instead of
+    stopping the run (whose earlier outputs are complete either way).
 
     multi_person: assemble every person of the image (fastpose.assembly; each drawn in its own colour, the JSON gets a
     "persons" list). None = automatic: on for models with a pairwise head or trained on COCO-type data, when an edge
@@ -231,11 +235,23 @@ def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, b
     stems = _unique_stems(paths)
     docs = []
     for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
-        # where: how far the run got (the outputs of the batches before are written)
-        images = [read_image(p, f" (input {start + i + 1} of {len(paths)}; the outputs of the {start} before its batch "
-                                f"are in {out_dir})" if start else f" (input {start + i + 1} of {len(paths)})")
-                  for i, p in enumerate(chunk)]
+        chunk, chunk_stems, images = [], [], []
+        for i, (p, stem) in enumerate(zip(paths[start:start + batch_size], stems[start:start + batch_size])):
+            # where: how far the run got (the outputs of the batches before are written)
+            where = (f" (input {start + i + 1} of {len(paths)}; the outputs of the {start} before its batch are in "
+                     f"{out_dir})" if start else f" (input {start + i + 1} of {len(paths)})")
+            try:
+                images.append(read_image(p, where))
+            except UserError as e:
+                if not skip_bad:
+                    raise UserError(f"{e} Or pass --skip-bad to skip unreadable images.") from None
+                if skipped is not None:
+                    skipped.append((str(p), str(e)))
+                continue
+            chunk.append(p)
+            chunk_stems.append(stem)
+        if not images:
+            continue
         try:
             with torch.no_grad():
                 heads, valid_hw, ratio = _forward(model, cfg, images, dev)
@@ -246,7 +262,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, b
                             f"--device cpu.") from None
         joints = _single(heads, valid_hw, ratio, cfg)  # (B, K, 3)
         persons = _persons(heads, valid_hw, ratio, cfg, assembly) if multi_person else [None] * len(chunk)
-        for path, stem, image, pose, people in zip(chunk, stems[start:start + batch_size], images, joints, persons):
+        for path, stem, image, pose, people in zip(chunk, chunk_stems, images, joints, persons):
             doc = {"image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
                    "frame": "image pixels, 0-based, pixel centres at integer coordinates",
                    "joints": [{"name": n, "x": float(x), "y": float(y), "score": float(s)}

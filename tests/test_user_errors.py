@@ -302,6 +302,19 @@ def test_predict_says_which_input_failed_and_out_file(data, snapshot, tmp_path):
         predict.predict(snapshot, [str(good)], bad, device="cpu")
 
 
+def test_predict_skip_bad_skips_and_lists_unreadable_inputs(data, snapshot, tmp_path):
+    good = data / "s" / "images" / "img00000.png"
+    bad = tmp_path / "a.jpg"
+    bad.write_text("not an image")
+    with pytest.raises(UserError, match=r"could not be decoded as an image.*--skip-bad"):
+        predict.predict(snapshot, [str(bad), str(good)], tmp_path / "p0", batch_size=2, device="cpu")
+    skipped: list = []
+    docs = predict.predict(snapshot, [str(bad), str(good)], tmp_path / "p", batch_size=2, device="cpu",
+                           skip_bad=True, skipped=skipped)
+    assert [d["image"] for d in docs] == [str(good)] and [s[0] for s in skipped] == [str(bad)]
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["img00000.json", "img00000.png"]
+
+
 def test_predict_out_of_memory_names_the_batch(data, snapshot, tmp_path, monkeypatch):
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
