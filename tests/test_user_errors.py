@@ -352,3 +352,12 @@ def test_pairwise_stats_out_is_a_folder(tmp_path):
 def test_fit_assembly_max_images(data, snapshot):
     with pytest.raises(UserError, match=r"--max-images 0: must be at least 1"):
         fit_assembly(_cfg(data), snapshot, max_images=0, device="cpu")
+
+
+def test_coco_annotations_folder_is_explained(tmp_path):
+    from fastpose.convert.coco import read_annotations
+
+    (tmp_path / "person_keypoints_val2017.json").write_text("{}")
+    with pytest.raises(UserError, match=r"is a folder, but a COCO keypoints json file is expected. It holds "
+                                        r"person_keypoints_val2017.json"):
+        read_annotations(tmp_path)

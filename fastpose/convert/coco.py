@@ -40,6 +40,10 @@ from fastpose.shards import Sample, ShardWriter
 def read_annotations(path: str | Path) -> dict:
     """Load and check the json's overall shape (a COCO annotation file, not e.g. MPII's json list)."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("person_keypoints_*.json"))
+        hint = f" It holds {', '.join(found)}: pass one of those." if found else ""
+        raise UserError(f"--annotations {path} is a folder, but a COCO keypoints json file is expected.{hint}")
     if not path.is_file():
         raise UserError(f"--annotations {path} not found. Pass a COCO keypoints file, e.g. "
                         f"annotations/person_keypoints_val2017.json.")
