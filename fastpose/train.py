@@ -38,6 +38,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fastpose import checkpoint
 from fastpose.config import Config, with_joints
+from fastpose.decode import valid_cells
 from fastpose.errors import UserError, out_folder
 from fastpose.kernels.losses import locref_loss, part_loss
 from fastpose.kernels.pairwise import make_pairwise_targets
@@ -74,13 +75,9 @@ def prepare(cfg: Config, quiet: bool = False) -> tuple[Config, Path]:
 
 
 def padding_ignore(valid_hw: torch.Tensor, grid: tuple[int, int], stride: int) -> torch.Tensor:
-    """(B, 1, H, W) float mask: 1 on cells whose centre lies in the batch padding (their score loss is ignored)."""
-    h, w = grid
-    centre_y = torch.arange(h, device=valid_hw.device) * stride + stride / 2  # (H,)
-    centre_x = torch.arange(w, device=valid_hw.device) * stride + stride / 2  # (W,)
-    outside_y = centre_y[None, :] >= valid_hw[:, 0:1]  # (B, H)
-    outside_x = centre_x[None, :] >= valid_hw[:, 1:2]  # (B, W)
-    return (outside_y[:, :, None] | outside_x[:, None, :]).to(torch.float32)[:, None]  # (B, 1, H, W)
+    """(B, 1, H, W) float mask: 1 on cells whose centre lies in the batch padding (their score loss is ignored).
+    The complement of decode.valid_cells, so decoding never picks a cell training never saw."""
+    return (~valid_cells(valid_hw, grid, stride)).to(torch.float32)[:, None]  # (B, 1, H, W)
 
 
 def _on_grid(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
