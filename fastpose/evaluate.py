@@ -78,6 +78,25 @@ def valid_grid(valid_h: int, valid_w: int, stride: int) -> tuple[int, int]:
     return (max(0, math.ceil((valid_h - stride / 2) / stride)), max(0, math.ceil((valid_w - stride / 2) / stride)))
 
 
+def assemble_persons(heads: dict, b: int, valid_hw, ratio: torch.Tensor, offset: torch.Tensor | None, scale: float,
+                     cfg: Config, assembly: dict | None) -> np.ndarray:
+    """Every person of image b of a batch's heads: (P, K, 3) float64 x, y, score in sample pixels (score 0 for a joint
+    the person lacks), from fastpose.assembly.assemble on the image's cells (valid_grid) only.
+
+    ratio (2,) x, y resize ratio of the image; offset (2,) its crop origin or None; scale: network pixels per dataset
+    pixel, which scales the pairwise statistics."""
+    from fastpose.assembly import assemble
+
+    gh, gw = valid_grid(int(valid_hw[0]), int(valid_hw[1]), cfg.stride)
+    cells = {k: None if heads.get(k) is None else heads[k][b, :, :gh, :gw].float().cpu()
+             for k in ("part", "locref", "pairwise")}  # (C, gh, gw) each
+    found = torch.as_tensor(assemble(cells["part"], cells["locref"], cells["pairwise"], cfg, assembly, scale=scale))
+    found = found.reshape(-1, cfg.num_joints, 3).float()  # (P, K, 3) network-input pixels
+    n = len(found)
+    found = to_sample(found, ratio[None].expand(n, 2), None if offset is None else offset[None].expand(n, 2))
+    return found.double().numpy()
+
+
 @torch.no_grad()
 def predict_split(model, cfg: Config, dataset_dir: str | Path, split: str, batch_size: int,
                   device: torch.device, persons: list | None = None,
@@ -96,8 +115,6 @@ def predict_split(model, cfg: Config, dataset_dir: str | Path, split: str, batch
     ds.close()
     out = np.full((n, cfg.num_joints, 3), np.nan)
     if persons is not None:
-        from fastpose.assembly import assemble
-
         persons[:] = [np.zeros((0, cfg.num_joints, 3)) for _ in range(n)]
     loader = build_loader(cfg, dataset_dir, split, train=False, batch_size=batch_size, device=device)
     memory_format = torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.contiguous_format
@@ -115,15 +132,10 @@ def predict_split(model, cfg: Config, dataset_dir: str | Path, split: str, batch
         joints = to_sample(joints.cpu(), ratio, batch.offset.cpu())  # (B, K, 3) sample pixels
         out[index[keep].numpy()] = joints.numpy().astype(np.float64)[keep.numpy()]
         if persons is not None:
+            offsets = batch.offset.cpu()
             for b in torch.nonzero(keep).flatten().tolist():
-                gh, gw = valid_grid(int(batch.valid_hw[b, 0]), int(batch.valid_hw[b, 1]), cfg.stride)
-                cells = {k: None if heads.get(k) is None else heads[k][b, :, :gh, :gw].float().cpu()
-                         for k in ("part", "locref", "pairwise")}  # (C, gh, gw) each
-                found = torch.as_tensor(assemble(cells["part"], cells["locref"], cells["pairwise"], cfg, assembly,
-                                                 scale=float(batch.scale[b])))
-                found = to_sample(found.reshape(-1, cfg.num_joints, 3).float(), ratio[b:b + 1].expand(len(found), 2),
-                                  batch.offset.cpu()[b:b + 1].expand(len(found), 2))  # (P, K, 3) sample pixels
-                persons[int(index[b])] = found.double().numpy()
+                persons[int(index[b])] = assemble_persons(heads, b, batch.valid_hw[b], ratio[b], offsets[b],
+                                                          float(batch.scale[b]), cfg, assembly)
     return out, n
 
 

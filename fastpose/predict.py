@@ -181,20 +181,10 @@ def _single(heads: dict, valid_hw: torch.Tensor, ratio: torch.Tensor, cfg) -> np
 def _persons(heads: dict, valid_hw: torch.Tensor, ratio: torch.Tensor, cfg, assembly: dict | None) -> list:
     """Per image, every person (multi-person assembly): (P_i, K, 3) x, y, score in image pixels, score 0 for a joint
     the person lacks. `assembly` is the fitted edge classifier (fastpose fit-assembly) or None for its defaults."""
-    from fastpose.assembly import assemble
-    from fastpose.decode import to_sample
-    from fastpose.evaluate import valid_grid
+    from fastpose.evaluate import assemble_persons
 
-    out = []
-    for b in range(len(valid_hw)):
-        gh, gw = valid_grid(int(valid_hw[b, 0]), int(valid_hw[b, 1]), cfg.stride)
-        cells = {k: None if heads.get(k) is None else heads[k][b, :, :gh, :gw].float().cpu()
-                 for k in ("part", "locref", "pairwise")}  # (C, gh, gw) each: the cells inside the image
-        found = torch.as_tensor(assemble(cells["part"], cells["locref"], cells["pairwise"], cfg, assembly,
-                                         scale=float(ratio[b].mean())))  # (P, K, 3) network-input pixels
-        xy = to_sample(found.reshape(-1, cfg.num_joints, 3).float(), ratio[b:b + 1].expand(len(found), 2))
-        out.append(xy.double().numpy())
-    return out
+    return [assemble_persons(heads, b, valid_hw[b], ratio[b], None, float(ratio[b].mean()), cfg, assembly)
+            for b in range(len(valid_hw))]
 
 
 @torch.no_grad()
