@@ -190,12 +190,7 @@ class Config:
 
     def symmetric_permutation(self) -> list[int]:
         """perm[k] = the joint that k becomes under mirroring (from the pairs in all_joints)."""
-        perm = list(range(self.num_joints))
-        for group in self.all_joints:
-            if len(group) == 2:
-                a, b = group
-                perm[a], perm[b] = b, a
-        return perm
+        return list(symmetric_permutation(self.num_joints, self.all_joints))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -209,6 +204,16 @@ class Config:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(self.to_yaml())
         tmp.replace(path)
+
+
+def symmetric_permutation(num_joints: int, all_joints: list[list[int]]) -> tuple[int, ...]:
+    """perm[k] = the joint id k becomes under mirroring: the two ids of each pair of all_joints swap."""
+    perm = list(range(num_joints))
+    for group in all_joints:
+        if len(group) == 2:
+            a, b = group
+            perm[a], perm[b] = b, a
+    return tuple(perm)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}

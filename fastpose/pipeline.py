@@ -64,6 +64,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from fastpose.config import symmetric_permutation
 from fastpose.device import pick_device
 from fastpose.errors import UserError
 from fastpose.shards import ShardDataset
@@ -254,15 +255,6 @@ def ignore_grid(rles: list[dict], width: int, height: int, p: Params, stride: in
     out[inside] = region[np.clip(row, 0, region.shape[0] - 1)[:, None],
                          np.clip(col, 0, region.shape[1] - 1)[None, :]][inside]
     return out
-
-
-def symmetric_permutation(num_joints: int, all_joints: list[list[int]]) -> tuple[int, ...]:
-    perm = list(range(num_joints))
-    for group in all_joints:
-        if len(group) == 2:
-            a, b = group
-            perm[a], perm[b] = b, a
-    return tuple(perm)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

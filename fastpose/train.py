@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fastpose import checkpoint
-from fastpose.config import Config, with_joints
+from fastpose.config import Config, symmetric_permutation, with_joints
 from fastpose.decode import valid_cells
 from fastpose.errors import UserError, out_folder
 from fastpose.kernels.losses import locref_loss, part_loss
@@ -45,7 +45,7 @@ from fastpose.kernels.pairwise import make_pairwise_targets
 from fastpose.kernels.targets import make_targets
 from fastpose.model import build_model, load_imagenet
 from fastpose.pairwise import load_stats, sample_stats
-from fastpose.pipeline import build_loader, symmetric_permutation
+from fastpose.pipeline import build_loader
 from fastpose.shards import read_manifest
 
 console = Console(stderr=True)
