@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fastpose.atomic import write_atomic
 from fastpose.errors import UserError, out_file
 
 FEATURES = ("bias", "dist_ab", "dist_ba", "angle_ab", "angle_ba")
@@ -350,11 +350,7 @@ def model_path(checkpoint: str | Path) -> Path:
 
 def save_model(path: str | Path, model: dict) -> Path:
     """Write the classifier JSON atomically (temp name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(model, indent=1))
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(model, indent=1))
 
 
 def load_model(path: str | Path) -> dict:

@@ -14,7 +14,6 @@ import copy
 import importlib
 import importlib.util
 import json
-import os
 import platform
 import resource
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastpose.atomic import write_atomic
 from fastpose.device import pick_device
 from fastpose.errors import UserError, out_file
 
@@ -302,7 +302,4 @@ def _fmt(v, digits: int = 1) -> str:
 
 def write_json(report: dict, path: str | Path) -> None:
     """The report as JSON, written atomically."""
-    path = out_file(path, "--json", "bench.json")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=str))
-    os.replace(tmp, path)
+    write_atomic(out_file(path, "--json", "bench.json"), json.dumps(report, indent=1, default=str))

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from fastpose.atomic import write_atomic
 from fastpose.errors import UserError
 
 NET_DEPTHS = {"resnet_18": 18, "resnet_34": 34, "resnet_50": 50, "resnet_101": 101, "resnet_152": 152}
@@ -200,10 +201,7 @@ class Config:
 
     def save(self, path: str | Path) -> None:
         """Write the resolved config atomically (temp name, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_yaml())
-        tmp.replace(path)
+        write_atomic(path, self.to_yaml())
 
 
 def symmetric_permutation(num_joints: int, all_joints: list[list[int]]) -> tuple[int, ...]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fastpose.atomic import write_atomic
 from fastpose.config import load
 from fastpose.convert import mat, synth
 from fastpose.errors import UserError
@@ -62,7 +63,4 @@ def draw_predictions(shards: Path, evaluation: dict, cfg, path: Path, count: int
         tiles.append(np.zeros_like(tiles[0]))
     rows = [np.concatenate(tiles[r:r + 4], axis=1) for r in range(0, len(tiles), 4)]
     grid = np.concatenate(rows, axis=0)
-    tmp = path.with_name(path.name + ".tmp.png")
-    cv2.imwrite(str(tmp), grid[:, :, ::-1])
-    tmp.replace(path)
-    return path
+    return write_atomic(path, lambda tmp: cv2.imwrite(str(tmp), grid[:, :, ::-1]))

@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ import scipy.io
 import torch
 
 from fastpose import metrics
+from fastpose.atomic import write_atomic
 from fastpose.config import Config, with_joints
 from fastpose.decode import decode, to_sample, to_source
 from fastpose.device import pick_device
@@ -287,12 +287,6 @@ def _assembly_model(cfg: Config, model_or_checkpoint) -> tuple[dict | None, str 
                   f"pairwise statistics {cfg.pairwise_stats_fn} (`fastpose pairwise-stats CONFIG`)")
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_outputs(result: dict, out_dir: str | Path, json_path: str | Path | None = None) -> list[Path]:
     """predictions.mat and predictions.json into out_dir, and the metrics as JSON to json_path when given."""
     out_dir = out_folder(out_dir, "--out")
@@ -303,25 +297,20 @@ def write_outputs(result: dict, out_dir: str | Path, json_path: str | Path | Non
     for i, p in enumerate(pred):
         cell[i] = p
     mat_path, json_out = out_dir / "predictions.mat", out_dir / "predictions.json"
-
-    def write_mat(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # savemat appends .mat to a str name without it; a file object avoids that
-            scipy.io.savemat(f, {"joints": cell})
-
-    _atomic(mat_path, write_mat)
+    write_atomic(mat_path, lambda tmp: scipy.io.savemat(tmp, {"joints": cell}))
     names = cfg.joint_names or [str(j) for j in range(cfg.num_joints)]
     doc = {"joint_names": names, "frame": "sample pixels (0-based, pixel centres at integers); source_joints: the "
            "original image's pixels", "samples": [
                {"index": i, "joints": _rows(pred[i]), "source_joints": _rows(src[i])} for i in range(len(pred))]}
-    _atomic(json_out, lambda tmp: tmp.write_text(json.dumps(doc)))
+    write_atomic(json_out, json.dumps(doc))
     written = [mat_path, json_out]
     if result.get("coco_results") is not None:
         coco_out = out_dir / "coco_results.json"
-        _atomic(coco_out, lambda tmp: tmp.write_text(json.dumps(result["coco_results"])))
+        write_atomic(coco_out, json.dumps(result["coco_results"]))
         written.append(coco_out)
     if json_path is not None:
         json_path = Path(json_path)
-        _atomic(json_path, lambda tmp: tmp.write_text(json.dumps(result["metrics"], indent=1)))
+        write_atomic(json_path, json.dumps(result["metrics"], indent=1))
         written.append(json_path)
     return written
 

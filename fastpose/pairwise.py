@@ -18,7 +18,6 @@ std 1 (with a warning), and so does the std of a pair whose offsets never vary (
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 import scipy.io
 import torch
 
+from fastpose.atomic import write_atomic
 from fastpose.errors import UserError, out_file
 
 CHUNK = 4096  # persons per numpy block: (CHUNK, K, K, 2) float64 stays small for any K up to ~30
@@ -102,18 +102,12 @@ def save_stats(path: str | Path, mean: np.ndarray, std: np.ndarray, count: np.nd
     data = {"mean": np.asarray(mean, np.float64), "std": np.asarray(std, np.float64),
             "count": np.asarray(count, np.int64), "split": np.array(split)}
     out_file(path, "pairwise_stats_fn (or --out)", "pairwise_stats.npz")
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:  # file objects: neither savez nor savemat may append a suffix to the temp name
-        if path.suffix == ".npz":
-            np.savez(f, **data)
-        elif path.suffix == ".mat":
-            scipy.io.savemat(f, data)
-        else:
-            tmp.unlink(missing_ok=True)
-            raise UserError(f"pairwise_stats_fn {path}: the suffix must be .npz or .mat (got '{path.suffix}'). "
-                            f"Rename it (pairwise_stats_fn in the config, or --out).")
-    os.replace(tmp, path)
-    return path
+    if path.suffix not in (".npz", ".mat"):
+        raise UserError(f"pairwise_stats_fn {path}: the suffix must be .npz or .mat (got '{path.suffix}'). "
+                        f"Rename it (pairwise_stats_fn in the config, or --out).")
+    # The temp name keeps the suffix, so neither savez nor savemat appends one.
+    save = (lambda tmp: np.savez(tmp, **data)) if path.suffix == ".npz" else (lambda tmp: scipy.io.savemat(tmp, data))
+    return write_atomic(path, save)
 
 
 def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import glob
 import json
 import math
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from fastpose.atomic import write_atomic
 from fastpose.errors import UserError, out_folder
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -115,12 +115,6 @@ def read_image(path: Path, where: str = "") -> np.ndarray:
     if bgr is None:
         raise UserError(f"{path}{where} could not be decoded as an image. Pass PNG/JPEG files, or remove this one.")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def prepare(image: np.ndarray, cfg) -> tuple[np.ndarray, tuple[int, int]]:
@@ -263,11 +257,11 @@ def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, b
                 drawn = draw_persons(image, people, cfg.skeleton, min_score=max(min_score, 1e-6))
             else:
                 drawn = draw_pose(image, pose[:, :2], pose[:, 2], cfg.skeleton, min_score=min_score)
-            _write_atomic(out_dir / f"{stem}.json", json.dumps(doc, indent=1).encode())
+            write_atomic(out_dir / f"{stem}.json", json.dumps(doc, indent=1).encode())
             ok, png = cv2.imencode(".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
             if not ok:
                 raise RuntimeError(f"OpenCV could not encode the drawing of {path} as PNG")
-            _write_atomic(out_dir / f"{stem}.png", png.tobytes())
+            write_atomic(out_dir / f"{stem}.png", png.tobytes())
             docs.append(doc)
     return docs
 

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import scipy.io
 
+from fastpose.atomic import write_atomic
 from fastpose.errors import UserError, out_folder
 
 JOINT_NAMES = ["head", "neck", "pelvis", "r_elbow", "r_wrist", "l_elbow", "l_wrist", "r_knee", "r_ankle", "l_knee",
@@ -128,9 +129,4 @@ def make_dataset(out: str | Path, n: int = 500, seed: int = 0, sizes: tuple[int,
     dataset = np.empty((1, n), dtype=[("image", object), ("size", object), ("joints", object)])
     for i, rec in enumerate(records):
         dataset[0, i] = rec
-    path = out / "dataset.mat"
-    tmp = out / "dataset.mat.tmp"
-    with open(tmp, "wb") as f:
-        scipy.io.savemat(f, {"dataset": dataset})
-    tmp.replace(path)
-    return path
+    return write_atomic(out / "dataset.mat", lambda tmp: scipy.io.savemat(tmp, {"dataset": dataset}))
