@@ -16,13 +16,18 @@ Semantics (the reference's per-sample numpy targets, for a whole batch at once):
   joint k covers the cell (squared distance; ties go to the lower person index); 0 elsewhere.
 - `locref_mask` (B, 2K, H, W): 1 on channels 2k and 2k + 1 where scmap[:, k] is 1, else 0.
 
-All four outputs are float32 and contiguous. `make_targets` runs the Triton kernel for CUDA tensors and the torch
-twin for CPU tensors; both are public (`make_targets_triton`, `make_targets_torch`) so tests can compare them.
+All four outputs are float32. The Triton kernel writes all four densely; the torch twin returns scmap_weights as
+a broadcast view when it is constant along some axes (see `_weights`). `make_targets` runs the Triton kernel for
+CUDA tensors and the torch twin for CPU tensors; both are public (`make_targets_triton`, `make_targets_torch`) so
+tests can compare them.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import struct
+import threading
 from typing import NamedTuple
 
 import torch
@@ -31,6 +36,8 @@ import triton.language as tl
 
 DEFAULT_STRIDE = 8
 DEFAULT_LOCREF_STDEV = 7.2801
+_use_count = getattr(torch._C, "_storage_Use_Count", None)  # private torch API; without it no buffer is reused
+_FAR = 2.0**100  # where the twin moves absent joints: finite in float32, its square is not
 _PRESENCE_WEIGHTS = torch.tensor([0.0, 0.0, 1.0])  # (x, y, present) weights: see make_targets_torch
 
 
@@ -83,17 +90,171 @@ def make_targets(
     return make_targets_torch(joints, grid, stride, dist_thresh, locref_stdev, ignore, present_only)
 
 
-def _weights(out: torch.Tensor, present: torch.Tensor, ignore: torch.Tensor | None, present_only: bool) -> None:
-    """Writes scmap_weights into `out` (B, K, H, W) from the joints' presence (B, P, K) and ignore (B, 1, H, W)."""
-    if ignore is None and not present_only:
-        out.fill_(1.0)
-        return
-    weights = torch.ones((), dtype=torch.float32, device=out.device)
+def _weights(present: torch.Tensor, ignore: torch.Tensor | None, present_only: bool, shape: tuple) -> torch.Tensor:
+    """scmap_weights (B, K, H, W) from the joints' presence (B, P, K) and ignore (B, 1, H, W).
+
+    The weights vary along at most two of their four axes, so the twin returns them as a broadcast (expanded) view
+    unless both `present_only` and `ignore` are given: the values are those of the spec, without writing B K H W
+    floats that say nothing (an in-place write to the view raises instead of aliasing). `.contiguous()` materialises
+    it where a dense tensor is needed.
+    """
+    b, k, h, w = shape
     if present_only:
         weights = present.any(dim=1).to(torch.float32)[:, :, None, None]  # (B, K, 1, 1) present in any person
+        if ignore is not None:
+            return weights * (1.0 - ignore.to(device=present.device, dtype=torch.float32))  # (B, K, H, W)
+        return weights.expand(b, k, h, w)
     if ignore is not None:
-        weights = weights * (1.0 - ignore.to(device=out.device, dtype=torch.float32))  # times (B, 1, H, W)
-    out.copy_(weights)
+        return (1.0 - ignore.to(device=present.device, dtype=torch.float32)).expand(b, k, h, w)  # (B, 1, H, W)
+    return torch.ones((), dtype=torch.float32, device=present.device).expand(b, k, h, w)
+
+
+_POOL = threading.local()  # per thread: two threads never get the same buffer
+
+
+def _buffer(numel: int, device: torch.device) -> torch.Tensor:
+    """An uninitialised float32 buffer: one of this thread's two latest CPU buffers when no tensor still uses it.
+
+    Targets are made every step with the same sizes. glibc hands a freed buffer of this size (megabytes) back to the
+    system at times, and the next call then faults every page in again while zeroing it: measured at 2-5 ms instead
+    of 0.35 ms in about one call of ten. Reusing the buffer avoids that. A buffer is reused only when nothing but
+    the pool refers to its storage (the caller dropped all four outputs, autograd saved none of them), so outputs of
+    different calls never alias; two slots let a loop that holds the previous targets while making the next ones
+    alternate between them. CUDA has its own caching allocator and skips the pool.
+    """
+    if device.type != "cpu" or _use_count is None:
+        return torch.empty(numel, dtype=torch.float32, device=device)
+    slots = getattr(_POOL, "slots", None)
+    if slots is None:
+        slots = _POOL.slots = []
+    for buf in slots:
+        # 2 = the pool's tensor + the temporary storage object made to ask; more means some tensor still uses it.
+        if buf.numel() == numel and _use_count(buf.untyped_storage()._cdata) == 2:
+            return buf
+    buf = torch.empty(numel, dtype=torch.float32, device=device)
+    slots.insert(0, buf)
+    del slots[2:]
+    return buf
+
+
+def _f32(x: float) -> float:
+    """x rounded to float32 (to the nearest, as torch rounds)."""
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+@functools.lru_cache(maxsize=8)
+def _zero(device: torch.device) -> torch.Tensor:
+    """A float32 scalar 0 (cached, read only)."""
+    with torch.inference_mode():
+        return torch.zeros((), dtype=torch.float32, device=device)
+
+
+@functools.lru_cache(maxsize=32)
+def _window(n: int, stride: float, h: int, w: int, device: torch.device):
+    """Constants of an n x n window, the same for every batch of a run (cached; made in inference mode, read only).
+
+    Returns (centres (2, n, n) float32: channel 0 the centre offset s * stride + stride / 2 of the column, channel 1
+    of the row; offsets (n, n) int64: row * W + column; outside (n, n) bool: the cells past the grid's edge when the
+    grid is narrower than n, else None).
+    """
+    with torch.inference_mode():
+        steps = torch.arange(n, device=device)
+        c = steps.to(torch.float32) * stride + stride / 2.0  # (n,)
+        centres = torch.stack([c[None, :].expand(n, n), c[:, None].expand(n, n)])  # (2, n, n)
+        offsets = steps[:, None] * w + steps[None, :]  # (n, n)
+        outside = None
+        if n > w or n > h:
+            outside = (steps[None, :] >= w) | (steps[:, None] >= h)
+        return centres, offsets, outside
+
+
+def _candidates(joints, present, grid, stride, t_col, t2, n):
+    """Tests the n x n window of candidate cells of every joint.
+
+    Returns d (B, P, K, 2, n, n) = joint - cell centre (channel 0 dx, varying along the columns; channel 1 dy, along
+    the rows: laid out like a (locref, locref + 1) channel pair), d2 (B, P, K, n, n) = dx^2 + dy^2, hit = d2 <= t^2,
+    and cell (B, P, K, n, n) int64 = the cell's index j * W + i within its (b, k) plane. t_col is the threshold as a
+    float or (B, 1, 1, 1), t2 its float32 square as a float or (B, 1, 1, 1, 1).
+    """
+    h, w = grid
+    # Absent joints move far away: their window clamps into the grid and every d2 there overflows to inf, a miss,
+    # while dx / stdev stays finite.
+    xy = torch.where(present[..., None], joints[..., :2], _FAR)  # (B, P, K, 2)
+    lo = torch.div(xy - (t_col + stride / 2.0), stride, rounding_mode="floor")  # (B, P, K, 2) window start (x, y)
+    if h == w:
+        lo.clamp_(0, max(w - n, 0))
+    else:
+        lo[..., 0].clamp_(0, max(w - n, 0))
+        lo[..., 1].clamp_(0, max(h - n, 0))
+    centres, offsets, outside = _window(n, float(stride), h, w, joints.device)
+    # d = (xy - lo * stride) - centres is the kernel's xy - (lo * stride + centre) to the bit: lo * stride is 0 or a
+    # multiple of the stride below xy, so the first difference is exact (for |xy| < 2^24; a joint that far away
+    # misses anyway) and only the second rounds, once, as the kernel's single subtraction does.
+    d = torch.add(xy, lo, alpha=-stride)[..., None, None] - centres  # (B, P, K, 2, n, n)
+    sq = d * d
+    d2 = sq[..., 1, :, :] + sq[..., 0, :, :]  # (B, P, K, n, n) dy^2 + dx^2, rounded as in the kernel
+    if outside is not None:  # a grid narrower than a window: lo is 0 and the cells past its edge hit nothing
+        d2.masked_fill_(outside, math.inf)
+    hit = d2 <= t2  # (B, P, K, n, n)
+    base = torch.add(lo[..., 0], lo[..., 1], alpha=w).to(torch.int64)  # (B, P, K) window's first cell j * W + i
+    cell = torch.add(offsets, base[..., None, None])  # (B, P, K, n, n)
+    return d, d2, hit, cell
+
+
+def _scatter_all(buf, d, hit, cell, shape, locref_stdev) -> None:
+    """One person, grid at least a window wide: writes every candidate into the zeroed buffer, a miss as 0.
+
+    The n x n cells of one joint's window are distinct and no other joint writes to its (b, k) plane, so each
+    output element has one writer: no selection of the hits.
+    """
+    b, k, h, w = shape
+    hw, n = h * w, d.shape[-1]
+    n_s = b * k * hw
+    locref, locref_mask, scmap = buf[: 2 * n_s], buf[2 * n_s : 4 * n_s], buf[4 * n_s :]
+    hitf = hit.view(b * k, 1, n * n).to(torch.float32)  # (BK, 1, nn)
+    idx = cell.view(b * k, 1, n * n)
+    scmap.view(b * k, 1, hw).scatter_(2, idx, hitf)
+    idx2 = idx.expand(b * k, 2, n * n)  # the same cell in channels 2k and 2k + 1
+    locref_mask.view(b * k, 2, hw).scatter_(2, idx2, hitf.expand(b * k, 2, n * n))
+    # 0 + d * hit: a miss gives +0 (d * 0 alone would be -0 for a negative d). (B, 1, K, 2, n, n)
+    vals = torch.addcmul(_zero(d.device), d, hitf.view(b, 1, k, 1, n, n)).div_(locref_stdev)
+    locref.view(b * k, 2, hw).scatter_(2, idx2, vals.view(b * k, 2, n * n))
+
+
+def _scatter_hits(buf, d, d2, hit, cell, shape, locref_stdev) -> None:
+    """Several persons or a narrow grid: selects the hits, keeps the nearest person's per cell, scatters those.
+
+    Among the persons hitting one cell the nearest wins (ties: the lower person index): one int64 key per hit,
+    max-reduced per cell, with locref_mask (not yet written) as the scratch.
+    """
+    b, p, k, h, w = shape
+    hw = h * w
+    n_s = b * k * hw
+    locref, locref_mask, scmap = buf[: 2 * n_s], buf[2 * n_s : 4 * n_s], buf[4 * n_s :]
+    plane = torch.arange(0, n_s, hw, device=d.device).view(b, 1, k, 1, 1)  # (B, 1, K, 1, 1) start of plane
+    cell = cell + plane  # (B, P, K, n, n) index into (B, K, H, W)
+    cflat = cell.view(-1)
+    sel = hit.view(-1).nonzero().squeeze(1)  # (M,) flat (b, p, k, row, col) of the hits, ascending
+    cell_w = cflat.index_select(0, sel)
+    if p > 1:
+        # Non-negative float32 bits order like the values, and among the candidates of one cell the flat position
+        # orders like the person. Inverted so that the max wins; the max over a cell's hits ignores the scratch's
+        # old contents.
+        span = cflat.numel()  # positions < span, and span * 2^31 < 2^63 for any batch that fits in memory
+        keys = locref_mask.view(torch.int64)  # (n_s,): offset 2 n_s floats, aligned
+        inv = (2**31 * span) - (d2.view(-1).index_select(0, sel).view(torch.int32).to(torch.int64) * span + sel)
+        keys.scatter_reduce_(0, cell_w, inv, "amax", include_self=False)
+        win = (keys.gather(0, cell_w) == inv).nonzero().squeeze(1)
+        sel, cell_w = sel.index_select(0, win), cell_w.index_select(0, win)
+        locref_mask.zero_()
+    # One writer per cell: plain scatters of the winners.
+    ones = torch.ones((), dtype=torch.float32, device=d.device).expand(2 * cell_w.numel())
+    scmap.scatter_(0, cell_w, ones[: cell_w.numel()])
+    first_w = (cell + plane).view(-1).index_select(0, sel)  # channel 2k in (B, 2K, H, W)
+    idx2 = torch.stack([first_w, first_w + hw], dim=-1).view(-1)  # (2M,) channels 2k, 2k + 1 interleaved
+    locref_mask.scatter_(0, idx2, ones)
+    vals = (d / locref_stdev).movedim(-3, -1).reshape(-1, 2)  # (B P K n n, 2) like idx2
+    locref.scatter_(0, idx2, vals.index_select(0, sel).view(-1))
 
 
 def make_targets_torch(
@@ -105,16 +266,20 @@ def make_targets_torch(
     ignore: torch.Tensor | None = None,
     present_only: bool = False,
 ) -> Targets:
-    """Vectorised torch twin: each joint tests a window of n x n candidate cells; the winners are scattered.
+    """Vectorised torch twin: each joint tests a window of n x n candidate cells; the results are scattered.
 
     A joint at x reaches the columns i with |i * stride + stride / 2 - x| <= t, i.e. at most floor(2t / stride) + 1
     of them; the window starts at floor((x - t - stride / 2) / stride) and is n = floor(2t / stride) + 2 wide so
     that rounding in that start can never drop a column. The start is then clamped into the grid (the shifted
     window still holds every in-grid column within reach), so no candidate needs an out-of-grid test unless the
-    grid is narrower than n. Every candidate is tested exactly (d2 <= t^2 in float32). Among the persons hitting
-    one cell the nearest wins (ties: the lower person index): one int64 key per hit, max-reduced per cell.
-    All four outputs are views of one buffer: one allocation, which the allocator reuses from call to call (with
-    four, it returned pages to the system and faulted them in again at times, which cost more than the rest).
+    grid is narrower than n. Every candidate is tested exactly (d2 <= t^2 in float32).
+
+    With one person per sample and a grid at least n wide every candidate is scattered as it is (`_scatter_all`);
+    otherwise the hits are selected and the nearest person's win (`_scatter_hits`).
+
+    scmap, locref and locref_mask are views of one zeroed buffer: one allocation, which the allocator reuses from
+    call to call (with several, it returned pages to the system and faulted them in again at times, which cost more
+    than the rest); scmap_weights is a broadcast view (see `_weights`).
     """
     h, w, thresh = _check_inputs(joints, grid, stride, dist_thresh, locref_stdev, ignore)
     device = joints.device
@@ -122,81 +287,40 @@ def make_targets_torch(
     b, p, k, _ = joints.shape
     hw = h * w
     n_s = b * k * hw  # elements of scmap; locref and its mask have 2 * n_s
-    buf = torch.empty(6 * n_s, dtype=torch.float32, device=device)
-    locref, locref_mask, scmap, weights = buf[: 2 * n_s], buf[2 * n_s : 4 * n_s], buf[4 * n_s : 5 * n_s], buf[5 * n_s :]
+    buf = _buffer(5 * n_s, device)
+    locref, locref_mask, scmap = buf[: 2 * n_s], buf[2 * n_s : 4 * n_s], buf[4 * n_s :]
+    # x * 0 + y * 0 + present: nan unless x and y are finite, so > 0 only for finite, present joints.
+    present = (joints * _PRESENCE_WEIGHTS.to(device)).sum(-1) > 0  # (B, P, K)
+    weights = _weights(present, ignore, present_only, (b, k, h, w))  # made out here: a normal tensor
     # The outputs are views made out here (normal tensors); the work on them skips autograd's bookkeeping.
     with torch.inference_mode():
-        xy = joints[..., :2]  # (B, P, K, 2)
-        # x * 0 + y * 0 + present: nan unless x and y are finite, so > 0 only for finite, present joints.
-        present = (joints * _PRESENCE_WEIGHTS.to(device)).sum(-1) > 0  # (B, P, K)
-        # With several persons, scmap and weights first serve as an int64 scratch (offset 4 n_s floats: aligned) and
-        # are written afterwards; otherwise they are written now.
-        scratch = p > 1 and b * k * hw > 0
-        buf[: 4 * n_s if scratch else 5 * n_s].zero_()
-        if not scratch:
-            _weights(weights.view(b, k, h, w), present, ignore, present_only)
         if isinstance(dist_thresh, torch.Tensor):
             t_max = float(thresh.max()) if b > 0 else 0.0
+            t_col = thresh[:, None, None, None]  # (B, 1, 1, 1)
+            t2 = (thresh * thresh)[:, None, None, None, None]  # (B, 1, 1, 1, 1)
         else:
-            t_max = float(dist_thresh)  # no reduction and host sync for the common float threshold
+            # The common float threshold: scalars, no reduction and no host sync. t^2 is rounded to float32 as the
+            # tensor path (and the Triton kernel) computes it, so a joint exactly on the threshold counts the same.
+            t_max = t_col = float(dist_thresh)
+            t2 = _f32(_f32(t_max) * _f32(t_max))  # the product of two float32 is exact in a double
         if not math.isfinite(t_max):
             raise ValueError(f"dist_thresh must be finite; got a maximum of {t_max}")
-
+        n = int(math.floor(2.0 * t_max / stride)) + 2  # window side in cells
+        dense = p == 1 and n <= w and n <= h
+        # With several persons, locref_mask first serves as an int64 scratch and is zeroed after it.
+        if p == 1 or n_s == 0:
+            buf.zero_()
+        else:
+            locref.zero_()
+            scmap.zero_()
         if b * p * k > 0:
-            half = stride / 2.0
-            n = int(math.floor(2.0 * t_max / stride)) + 2  # window side in cells
-            # Absent joints move to infinity: their window clamps into the grid and every d2 there is inf, a miss.
-            xy = torch.where(present[..., None], xy, math.inf)
-            lo = ((xy - (thresh + half)[:, None, None, None]) / stride).floor_()  # (B, P, K, 2) window start (x, y)
-            if h == w:
-                lo.clamp_(0, max(w - n, 0))
+            d, d2, hit, cell = _candidates(joints, present, (h, w), stride, t_col, t2, n)
+            if dense:
+                _scatter_all(buf, d, hit, cell, (b, k, h, w), locref_stdev)
             else:
-                lo[..., 0].clamp_(0, max(w - n, 0))
-                lo[..., 1].clamp_(0, max(h - n, 0))
-            cand = lo[..., None] + torch.arange(n, dtype=torch.float32, device=device)  # (B, P, K, 2, n) columns, rows
-            d = xy[..., None] - (cand * stride + half)  # (B, P, K, 2, n): dx per column, dy per row
-            ci = cand.to(torch.int64)
-            sq = d * d
-            if n > w or n > h:  # a grid narrower than a window: the candidates past its edge hit nothing
-                sq[..., 0, :].masked_fill_(ci[..., 0, :] >= w, math.inf)
-                sq[..., 1, :].masked_fill_(ci[..., 1, :] >= h, math.inf)
-            d2 = sq[..., 1, :, None] + sq[..., 0, None, :]  # (B, P, K, n, n) dy^2 + dx^2
-            hit = d2 <= (thresh * thresh)[:, None, None, None, None]  # (B, P, K, n, n)
-            plane = torch.arange(0, n_s, hw, device=device).view(b, 1, k, 1)  # (B, 1, K, 1) start of plane (b, k)
-            cell = torch.add((ci[..., 0, :] + plane)[..., None, :], ci[..., 1, :, None], alpha=w)  # (B, P, K, n, n)
-            first = cell + plane[..., None]  # index of channel 2k into (B, 2K, H, W)
-            cflat = cell.view(-1)
-            sel = hit.view(-1).nonzero().squeeze(1)  # (M,) flat (b, p, k, row, col) of the hits, ascending
-            cell_w = cflat.index_select(0, sel)
-            if p > 1:
-                # The nearest person wins a cell, ties to the lower person: non-negative float32 bits order like the
-                # values, and among the candidates of one cell the flat position orders like the person. Inverted so
-                # that the max wins; the max over a cell's hits ignores the scratch's old contents.
-                span = cflat.numel()  # positions < span, and span * 2^31 < 2^63 for any batch that fits in memory
-                keys = buf[4 * n_s :].view(torch.int64)  # (n_s,) over scmap and weights
-                inv = (2**31 * span) - (d2.view(-1).index_select(0, sel).view(torch.int32).to(torch.int64) * span + sel)
-                keys.scatter_reduce_(0, cell_w, inv, "amax", include_self=False)
-                win = (keys.gather(0, cell_w) == inv).nonzero().squeeze(1)
-                sel, cell_w = sel.index_select(0, win), cell_w.index_select(0, win)
-                scmap.zero_()
-                _weights(weights.view(b, k, h, w), present, ignore, present_only)
-            # One writer per cell: plain scatters of the winners.
-            scmap.scatter_(0, cell_w, 1.0)
-            first_w = first.view(-1).index_select(0, sel)
-            idx2 = torch.stack([first_w, first_w + hw], dim=-1).view(-1)  # (2M,) channels 2k, 2k + 1 interleaved
-            locref_mask.scatter_(0, idx2, 1.0)
-            ds = d / locref_stdev  # (B, P, K, 2, n)
-            dsxy = torch.stack(
-                [ds[..., 0, None, :].expand(b, p, k, n, n), ds[..., 1, :, None].expand(b, p, k, n, n)], dim=-1
-            )  # (B, P, K, n, n, 2) like idx2
-            locref.scatter_(0, idx2, dsxy.view(-1, 2).index_select(0, sel).view(-1))
+                _scatter_hits(buf, d, d2, hit, cell, (b, p, k, h, w), locref_stdev)
 
-    return Targets(
-        scmap.view(b, k, h, w),
-        weights.view(b, k, h, w),
-        locref.view(b, 2 * k, h, w),
-        locref_mask.view(b, 2 * k, h, w),
-    )
+    return Targets(scmap.view(b, k, h, w), weights, locref.view(b, 2 * k, h, w), locref_mask.view(b, 2 * k, h, w))
 
 
 @triton.jit

@@ -143,7 +143,13 @@ def test_torch_twin_matches_the_numpy_loop(gen, b, p, k, h, w):
 
 @pytest.mark.parametrize(
     "b, p, k, h, w, present_only, with_ignore",
-    [(1, 2, 14, 5, 5, False, False), (5, 4, 17, 3, 3, True, True), (2, 3, 3, 9, 7, True, False)],
+    [
+        (1, 2, 14, 5, 5, False, False),
+        (5, 4, 17, 3, 3, True, True),
+        (2, 3, 3, 9, 7, True, False),
+        (3, 1, 5, 9, 8, False, False),  # one person, grid wider than a window: the twin's scatter-all path
+        (2, 1, 3, 3, 4, False, True),  # one person, grid narrower than a window
+    ],
 )
 def test_triton_matches_torch_twin_on_cpu(gen, b, p, k, h, w, present_only, with_ignore):
     joints = _random_joints(gen, b, p, k, h, w)
@@ -219,15 +225,79 @@ def test_bad_inputs_raise_a_clear_error(impl, kwargs, match):
 
 
 def test_torch_twin_outputs_are_independent_contiguous_float32(gen):
-    # The twin carves its four outputs out of one buffer: each must still behave as a tensor of its own.
+    # The twin carves scmap, locref and its mask out of one buffer: each must still behave as a tensor of its own.
     joints = _random_joints(gen, 2, 3, 4, 6, 7)
     out = make_targets_torch(joints, (6, 7), 8, 12.0, STDEV)
     want = [t.clone() for t in out]
     shapes = [(2, 4, 6, 7), (2, 4, 6, 7), (2, 8, 6, 7), (2, 8, 6, 7)]
     for name, t, shape in zip(Targets._fields, out, shapes, strict=True):
-        assert t.shape == shape and t.dtype == torch.float32 and t.is_contiguous() and not t.is_inference(), name
+        assert t.shape == shape and t.dtype == torch.float32 and not t.is_inference(), name
+        assert t.is_contiguous() or name == "scmap_weights", name
     out.scmap.add_(5.0)  # writing one output leaves the others alone
     for name, t, e in zip(Targets._fields[1:], out[1:], want[1:], strict=True):
         assert torch.equal(t, e), name
     again = make_targets_torch(joints, (6, 7), 8, 12.0, STDEV)  # a second call shares nothing with the first
     assert torch.equal(again.scmap, want[0]) and torch.equal(out.scmap, want[0] + 5.0)
+
+
+@pytest.mark.parametrize("present_only, with_ignore", [(False, False), (True, False), (False, True), (True, True)])
+def test_torch_twin_weights_are_a_read_only_broadcast_unless_both_factors_vary(gen, present_only, with_ignore):
+    b, p, k, h, w = 3, 2, 5, 4, 6
+    joints = _random_joints(gen, b, p, k, h, w, absent=0.6)
+    ignore = (torch.rand(b, 1, h, w, generator=gen) > 0.7).float() if with_ignore else None
+    out = make_targets_torch(joints, (h, w), 8, 10.0, STDEV, ignore=ignore, present_only=present_only)
+    ref = _numpy_impl(joints, (h, w), 8, 10.0, STDEV, ignore=ignore, present_only=present_only)
+    assert torch.equal(out.scmap_weights, ref.scmap_weights)
+    assert torch.equal(out.scmap_weights.contiguous(), ref.scmap_weights)
+    if present_only and with_ignore:
+        assert out.scmap_weights.is_contiguous()
+    else:
+        assert 0 in out.scmap_weights.stride()  # no B K H W floats written for a constant
+        with pytest.raises(RuntimeError):  # an in-place write fails loudly instead of aliasing
+            out.scmap_weights.mul_(2.0)
+
+
+def test_torch_twin_misses_inside_a_window_are_positive_zero(gen):
+    joints = _random_joints(gen, 4, 1, 6, 9, 9, margin=0.0)  # one person: every candidate of a window is written
+    out = make_targets_torch(joints, (9, 9), 8, 13.6, STDEV)
+    off = out.locref_mask == 0
+    assert off.any() and not torch.signbit(out.locref[off]).any()  # +0 like the kernel, never -0
+
+
+def test_torch_twin_reuses_its_buffer_only_when_no_tensor_uses_it(gen):
+    from fastpose.kernels import targets
+
+    if targets._use_count is None:
+        pytest.skip("this torch lacks the storage use count: the twin never reuses a buffer")
+    h = w = 9
+    first = _random_joints(gen, 4, 1, 6, h, w, absent=0.0)
+    second = _random_joints(gen, 4, 1, 6, h, w, absent=0.5)
+    want = [t.clone() for t in make_targets_torch(second, (h, w), 8, 13.6, STDEV)]
+
+    def ptr(out):
+        return out.scmap.untyped_storage().data_ptr()
+
+    def same(out):  # a function, so that no loop variable keeps an output alive
+        return all(torch.equal(a, e) for a, e in zip(out, want, strict=True))
+
+    held = make_targets_torch(first, (h, w), 8, 13.6, STDEV)
+    kept = held.locref_mask  # one view keeps the whole buffer in use
+    del held
+    got = make_targets_torch(second, (h, w), 8, 13.6, STDEV)
+    assert got.locref_mask.untyped_storage().data_ptr() != kept.untyped_storage().data_ptr()
+    assert same(got)
+
+    # Dropped outputs: the next call reuses that buffer and leaves nothing of the previous targets in it.
+    p0 = ptr(got)
+    del got
+    again = make_targets_torch(second, (h, w), 8, 13.6, STDEV)
+    assert ptr(again) == p0 and same(again)
+
+    # Targets that autograd saved for backward are in use too.
+    logits = torch.zeros(4, 6, h, w, requires_grad=True)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, again.scmap)
+    p1 = ptr(again)
+    del again
+    other = make_targets_torch(first, (h, w), 8, 13.6, STDEV)
+    assert ptr(other) != p1
+    loss.backward()
