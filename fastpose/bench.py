@@ -162,7 +162,7 @@ def bench_targets_part(device: torch.device, iters: int) -> dict:
     b = first["shape"]["B"]
     return {"images_per_s": 1e3 * b / ms, "ms_per_batch": ms, "batch_size": b, "runs": max(iters, 3),
             "implementation": impl, "numpy_ms": first["numpy_ms"], "speedup_vs_numpy": first["numpy_ms"] / ms,
-            "cases": cases}
+            "speedup_vs_twin": first["triton_vs_torch"], "torch_threads": res["threads"], "cases": cases}
 
 
 def synthetic_batch(cfg, batch_size: int, size: int, device: torch.device, persons: int = 1):
@@ -284,8 +284,12 @@ def table(report: dict):
         if part == "data":
             notes = f"{res['baseline']}: {res['baseline_images_per_s']:.1f} img/s, DALI x{res['ratio']:.2f}"
         elif part == "targets":
-            notes = (f"{res['implementation']}, x{res['speedup_vs_numpy']:.2g} vs the numpy loop "
+            notes = (f"{res['implementation']}, x{res['speedup_vs_numpy']:.3g} vs the numpy loop "
                      f"({res['numpy_ms']:.1f} ms)")
+            if res.get("speedup_vs_twin") is not None:
+                notes += f", x{res['speedup_vs_twin']:.3g} vs the torch twin on the CPU"
+            else:
+                notes += f", {res['torch_threads']} torch threads"
         elif part == "step":
             notes = f"{res['net_type']} {res['size']}x{res['size']} {res['precision']}"
         elif part == "e2e":
