@@ -228,7 +228,7 @@ def _scatter_hits(buf, d, d2, hit, cell, shape, locref_stdev) -> None:
     max-reduced per cell, with locref_mask (not yet written) as the scratch.
     """
     b, p, k, h, w = shape
-    hw = h * w
+    hw, nn = h * w, d.shape[-1] ** 2
     n_s = b * k * hw
     locref, locref_mask, scmap = buf[: 2 * n_s], buf[2 * n_s : 4 * n_s], buf[4 * n_s :]
     plane = torch.arange(0, n_s, hw, device=d.device).view(b, 1, k, 1, 1)  # (B, 1, K, 1, 1) start of plane
@@ -250,11 +250,13 @@ def _scatter_hits(buf, d, d2, hit, cell, shape, locref_stdev) -> None:
     # One writer per cell: plain scatters of the winners.
     ones = torch.ones((), dtype=torch.float32, device=d.device).expand(2 * cell_w.numel())
     scmap.scatter_(0, cell_w, ones[: cell_w.numel()])
-    first_w = (cell + plane).view(-1).index_select(0, sel)  # channel 2k in (B, 2K, H, W)
+    first_w = torch.add(cell_w, torch.div(cell_w, hw, rounding_mode="floor"), alpha=hw)  # (M,) channel 2k
     idx2 = torch.stack([first_w, first_w + hw], dim=-1).view(-1)  # (2M,) channels 2k, 2k + 1 interleaved
     locref_mask.scatter_(0, idx2, ones)
-    vals = (d / locref_stdev).movedim(-3, -1).reshape(-1, 2)  # (B P K n n, 2) like idx2
-    locref.scatter_(0, idx2, vals.index_select(0, sel).view(-1))
+    # d (B P K, 2, nn): the hit at flat bpk * nn + rc has its dx at bpk * 2 nn + rc and its dy nn further.
+    at = torch.add(sel, torch.div(sel, nn, rounding_mode="floor"), alpha=nn)  # (M,)
+    at = torch.stack([at, at + nn], dim=-1).view(-1)  # (2M,) like idx2
+    locref.scatter_(0, idx2, d.view(-1).index_select(0, at).div_(locref_stdev))
 
 
 def make_targets_torch(
