@@ -127,9 +127,10 @@ def _buffer(numel: int, device: torch.device) -> torch.Tensor:
     slots = getattr(_POOL, "slots", None)
     if slots is None:
         slots = _POOL.slots = []
+    inference = torch.is_inference_mode_enabled()  # a buffer made in inference mode cannot serve autograd later
     for buf in slots:
         # 2 = the pool's tensor + the temporary storage object made to ask; more means some tensor still uses it.
-        if buf.numel() == numel and _use_count(buf.untyped_storage()._cdata) == 2:
+        if buf.numel() == numel and buf.is_inference() == inference and _use_count(buf.untyped_storage()._cdata) == 2:
             return buf
     buf = torch.empty(numel, dtype=torch.float32, device=device)
     slots.insert(0, buf)

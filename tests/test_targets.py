@@ -293,6 +293,15 @@ def test_torch_twin_reuses_its_buffer_only_when_no_tensor_uses_it(gen):
     again = make_targets_torch(second, (h, w), 8, 13.6, STDEV)
     assert ptr(again) == p0 and same(again)
 
+    # A buffer made in inference mode never comes back outside it (autograd could not save such outputs).
+    del again
+    with torch.inference_mode():
+        inside = make_targets_torch(second, (h, w), 8, 13.6, STDEV)
+        assert inside.scmap.is_inference()
+    del inside
+    again = make_targets_torch(second, (h, w), 8, 13.6, STDEV)
+    assert not again.scmap.is_inference() and same(again)
+
     # Targets that autograd saved for backward are in use too.
     logits = torch.zeros(4, 6, h, w, requires_grad=True)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, again.scmap)
