@@ -264,8 +264,14 @@ def eval_(config: Annotated[Path | None, typer.Argument(help="Config file (defau
 
     Example: fastpose eval configs/demo.yaml --checkpoint demo_out/run/snapshot-600.pt --split test --json m.json
     """
+    from fastpose.errors import out_file, out_folder
     from fastpose.evaluate import evaluate, write_outputs
 
+    # Output paths are checked before the run, not when it is over.
+    if json_out is not None:
+        out_file(json_out, "--json", "metrics.json")
+    if out_dir is not None:
+        out_folder(out_dir, "--out")
     cfg = None
     if config is not None:
         from fastpose.config import load
@@ -345,7 +351,10 @@ def bench(part: Annotated[str, typer.Argument(help="data | targets | step | e2e 
     Example: fastpose bench step --config configs/demo.yaml --batch-size 8 --size 256 --json bench.json
     """
     from fastpose import bench as bench_mod
+    from fastpose.errors import out_file
 
+    if json_out is not None:  # checked before the run, not when it is over
+        out_file(json_out, "--json", "bench.json")
     report = bench_mod.run(bench_mod.parse_parts(part), config=config, overrides=set_, data=data,
                            batch_size=batch_size, size=size, iters=iters, warmup=warmup, device=device)
     out.print(bench_mod.table(report))

@@ -290,6 +290,22 @@ def test_eval_outputs_paths(tmp_path):
     assert json.loads(written[-1].read_text()) == {"samples": 1}
 
 
+def test_eval_and_bench_check_their_output_paths_before_the_run(monkeypatch, capsys, tmp_path, snapshot):
+    # A --json that is a folder, or an --out blocked by a file, fails at once, not after a long evaluation or bench.
+    def never(*args, **kwargs):
+        raise AssertionError("the run started although an output path is unusable")
+
+    monkeypatch.setattr(evaluate, "evaluate", never)
+    monkeypatch.setattr(bench, "run", never)
+    (tmp_path / "f").write_text("x")
+    err = _cli(monkeypatch, capsys, "eval", "--checkpoint", str(snapshot), "--json", str(tmp_path))
+    assert "--json" in err and "is a folder, but a file name is expected" in err
+    err = _cli(monkeypatch, capsys, "eval", "--checkpoint", str(snapshot), "--out", str(tmp_path / "f" / "o"))
+    assert "is a file, not a folder" in err
+    err = _cli(monkeypatch, capsys, "bench", "targets", "--json", str(tmp_path))
+    assert "--json" in err and "is a folder, but a file name is expected" in err
+
+
 def test_predict_says_which_input_failed_and_out_file(data, snapshot, tmp_path):
     good = data / "s" / "images" / "img00000.png"
     bad = tmp_path / "a.jpg"
