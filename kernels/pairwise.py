@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastpose.kernels.targets import DEFAULT_STRIDE, _check_inputs
+from fastpose.kernels.targets import DEFAULT_STRIDE, LAUNCH_OPTIONS, _check_inputs
 
 
 class PairwiseTargets(NamedTuple):
@@ -186,8 +186,8 @@ def _pairwise_kernel(
         my = tl.load(mean_ptr + sbase + 1)
         sx = tl.where(other, tl.load(std_ptr + sbase), 1.0)  # the diagonal is never written; avoid 0 / 0 there
         sy = tl.where(other, tl.load(std_ptr + sbase + 1), 1.0)
-        tx = ((ex - cx) - mx) / sx
-        ty = ((ey - cy) - my) / sy
+        tx = tl.div_rn((ex - cx) - mx, sx)  # correctly rounded, as the twin (a plain / is approximate on GPUs)
+        ty = tl.div_rn((ey - cy) - my, sy)
         out = (b * (2 * npairs) + 2 * pair) * hw + c
         keep = valid & other
         tl.store(target_ptr + out, tl.where(on, tx, 0.0), mask=keep)
@@ -233,6 +233,7 @@ def make_pairwise_targets_triton(
             tiles,
             float(stride),
             BLOCK=block,
+            **LAUNCH_OPTIONS,
         )
     return PairwiseTargets(target, mask)
 

@@ -36,6 +36,10 @@ import triton.language as tl
 
 DEFAULT_STRIDE = 8
 DEFAULT_LOCREF_STDEV = 7.2801
+# The kernels compute dx^2 + dy^2 and compare it with t^2 like the twins: a multiply, a multiply, an add, each
+# rounded. A fused multiply-add (what the GPU compiler does by default) rounds once less, so a joint exactly on the
+# threshold could miss a cell the twin gives it; the targets are memory-bound, so the fusion buys no speed here.
+LAUNCH_OPTIONS = {"enable_fp_fusion": False}
 _use_count = getattr(torch._C, "_storage_Use_Count", None)  # private torch API; without it no buffer is reused
 _FAR = 2.0**100  # where the twin moves absent joints: finite in float32, its square is not
 _PRESENCE_WEIGHTS = torch.tensor([0.0, 0.0, 1.0])  # (x, y, present) weights: see make_targets_torch
@@ -397,8 +401,9 @@ def _targets_kernel(
         wgt = wgt * (1.0 - ign)
     tl.store(weights_ptr + out, wgt, mask=valid)
     lx = b * (2 * K) * hw + (2 * k) * hw + c
-    tl.store(locref_ptr + lx, tl.where(hit, best_dx / stdev, 0.0), mask=valid)
-    tl.store(locref_ptr + lx + hw, tl.where(hit, best_dy / stdev, 0.0), mask=valid)
+    # div_rn: the correctly rounded quotient of the twin (a plain / compiles to the GPU's approximate division).
+    tl.store(locref_ptr + lx, tl.where(hit, tl.div_rn(best_dx, stdev), 0.0), mask=valid)
+    tl.store(locref_ptr + lx + hw, tl.where(hit, tl.div_rn(best_dy, stdev), 0.0), mask=valid)
     tl.store(mask_ptr + lx, on, mask=valid)
     tl.store(mask_ptr + lx + hw, on, mask=valid)
 
@@ -446,5 +451,6 @@ def make_targets_triton(
             HAS_IGNORE=ignore is not None,
             PRESENT_ONLY=present_only,
             BLOCK=block,
+            **LAUNCH_OPTIONS,
         )
     return Targets(scmap, weights, locref, locref_mask)
