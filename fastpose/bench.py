@@ -147,11 +147,18 @@ def bench_data(cfg, device: torch.device, iters: int) -> dict:
     return out
 
 
-def bench_targets_part(device: torch.device, iters: int) -> dict:
+# The training step the issue measures the targets against: ResNet-101 at 368 px (MPII), batch 16.
+TARGETS_REFERENCE_STEP = ("resnet_101", 16, 368)
+
+
+def bench_targets_part(device: torch.device, iters: int, reference_step: tuple[str, int, int] | None = None) -> dict:
     """make_targets: Triton (GPU) / torch twin / the reference's per-joint numpy loop (tools/bench_targets.py).
 
     images/s and ms per batch are those of the implementation training uses on this device (Triton on a GPU, the
     torch twin on the CPU) for the first case (MPII-sized batches); every case and implementation is under "cases".
+    With `reference_step` = (net_type, batch, size) (by default TARGETS_REFERENCE_STEP on a GPU, none on the CPU,
+    where a ResNet-101 step takes half a minute) it also times that training step on this device and reports the
+    targets' share of it.
     """
     tool = load_tool("bench_targets")
     res = tool.bench_targets(str(device), None, repeats=max(iters, 3))
@@ -160,9 +167,24 @@ def bench_targets_part(device: torch.device, iters: int) -> dict:
     impl = "triton" if first.get("triton_ms") is not None else "torch_cpu"
     ms = first["triton_ms"] if impl == "triton" else first["torch_cpu_ms"]
     b = first["shape"]["B"]
-    return {"images_per_s": 1e3 * b / ms, "ms_per_batch": ms, "batch_size": b, "runs": max(iters, 3),
-            "implementation": impl, "numpy_ms": first["numpy_ms"], "speedup_vs_numpy": first["numpy_ms"] / ms,
-            "speedup_vs_twin": first["triton_vs_torch"], "torch_threads": res["threads"], "cases": cases}
+    out = {"images_per_s": 1e3 * b / ms, "ms_per_batch": ms, "batch_size": b, "runs": max(iters, 3),
+           "implementation": impl, "numpy_ms": first["numpy_ms"], "speedup_vs_numpy": first["numpy_ms"] / ms,
+           "speedup_vs_twin": first["triton_vs_torch"], "torch_threads": res["threads"], "cases": cases}
+    if reference_step is None and device.type == "cuda":
+        reference_step = TARGETS_REFERENCE_STEP
+    if reference_step is not None:
+        from fastpose.config import load
+
+        net, batch_size, size = reference_step
+        cfg = load(None, net_type=net, batch_size=batch_size, num_joints=first["shape"]["K"],
+                   location_refinement=True, device=device.type)
+        step = bench_step(cfg, device, size, warmup=2, iters=max(iters, 3))
+        # The MPII case has batch 16; scaled to the step's batch, as training builds targets for its own batch.
+        targets_ms = ms * batch_size / b
+        out["reference_step"] = {"net_type": net, "batch_size": batch_size, "size": size,
+                                 "ms_per_batch": step["ms_per_batch"], "precision": step["precision"],
+                                 "targets_share": targets_ms / step["ms_per_batch"]}
+    return out
 
 
 def synthetic_batch(cfg, batch_size: int, size: int, device: torch.device, persons: int = 1):
@@ -290,6 +312,10 @@ def table(report: dict):
                 notes += f", x{res['speedup_vs_twin']:.3g} vs the torch twin on the CPU"
             else:
                 notes += f", {res['torch_threads']} torch threads"
+            ref = res.get("reference_step")
+            if ref:
+                notes += (f", {100 * ref['targets_share']:.2g}% of a {ref['net_type']} step (batch "
+                          f"{ref['batch_size']}, {ref['size']} px: {ref['ms_per_batch']:.1f} ms)")
         elif part == "step":
             notes = f"{res['net_type']} {res['size']}x{res['size']} {res['precision']}"
         elif part == "e2e":

@@ -66,6 +66,26 @@ def test_bench_data_targets_e2e(config_file):
     assert e2e["iterations"] == 3 and e2e["runs"] == 2 and e2e["images_per_s"] > 0
 
 
+def test_targets_share_of_a_reference_training_step():
+    # On a GPU `fastpose bench targets` sets the targets against a ResNet-101 step; here a small step on the CPU.
+    res = bench.bench_targets_part(torch.device("cpu"), 1, reference_step=("resnet_18", 2, 64))
+    ref = res["reference_step"]
+    assert (ref["net_type"], ref["batch_size"], ref["size"], ref["precision"]) == ("resnet_18", 2, 64, "fp32")
+    assert ref["ms_per_batch"] > 0
+    assert ref["targets_share"] == pytest.approx(res["ms_per_batch"] * 2 / 16 / ref["ms_per_batch"])
+    assert "% of a resnet_18 step" in _notes(bench.table({"device": "cpu", "versions": {"torch": "x"},
+                                                          "results": {"targets": res}}))
+    assert "reference_step" not in bench.bench_targets_part(torch.device("cpu"), 1)  # CPU default: no step
+
+
+def _notes(table) -> str:
+    from rich.console import Console
+
+    console = Console(width=400, record=True)
+    console.print(table)
+    return console.export_text()
+
+
 def test_unknown_part_and_missing_tool(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="Unknown bench part 'stpe'"):
         bench.parse_parts("stpe")
