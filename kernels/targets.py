@@ -42,6 +42,9 @@ DEFAULT_LOCREF_STDEV = 7.2801
 LAUNCH_OPTIONS = {"enable_fp_fusion": False}
 _use_count = getattr(torch._C, "_storage_Use_Count", None)  # private torch API; without it no buffer is reused
 _FAR = 2.0**100  # where the twin moves absent joints: finite in float32, its square is not
+# The largest float32. The twin's misses (absent joints, cells past the grid) have d2 = inf, so a t^2 that overflows
+# to inf (t > 1.8e19) is lowered to it: every finite distance is still within reach, as in the kernel.
+_F32_MAX = 3.4028234663852886e38
 _PRESENCE_WEIGHTS = torch.tensor([0.0, 0.0, 1.0])  # (x, y, present) weights: see make_targets_torch
 
 
@@ -143,8 +146,11 @@ def _buffer(numel: int, device: torch.device) -> torch.Tensor:
 
 
 def _f32(x: float) -> float:
-    """x rounded to float32 (to the nearest, as torch rounds)."""
-    return struct.unpack("f", struct.pack("f", x))[0]
+    """x rounded to float32 (to the nearest, as torch rounds; beyond float32's range, inf as torch gives)."""
+    try:
+        return struct.unpack("f", struct.pack("f", x))[0]
+    except OverflowError:
+        return math.copysign(math.inf, x)
 
 
 @functools.lru_cache(maxsize=8)
@@ -302,17 +308,20 @@ def make_targets_torch(
     # The outputs are views made out here (normal tensors); the work on them skips autograd's bookkeeping.
     with torch.inference_mode():
         if isinstance(dist_thresh, torch.Tensor):
-            t_max = float(thresh.max()) if b > 0 else 0.0
+            t_min, t_max = (float(t) for t in torch.aminmax(thresh)) if b > 0 else (0.0, 0.0)
+            if t_min < 0:  # checked here only: on a GPU the check would cost a host sync
+                raise ValueError(f"dist_thresh must be >= 0; got a minimum of {t_min}")
             t_col = thresh[:, None, None, None]  # (B, 1, 1, 1)
-            t2 = (thresh * thresh)[:, None, None, None, None]  # (B, 1, 1, 1, 1)
+            t2 = (thresh * thresh).clamp_(max=_F32_MAX)[:, None, None, None, None]  # (B, 1, 1, 1, 1)
         else:
             # The common float threshold: scalars, no reduction and no host sync. t^2 is rounded to float32 as the
             # tensor path (and the Triton kernel) computes it, so a joint exactly on the threshold counts the same.
             t_max = t_col = float(dist_thresh)
-            t2 = _f32(_f32(t_max) * _f32(t_max))  # the product of two float32 is exact in a double
+            t2 = min(_f32(_f32(t_max) * _f32(t_max)), _F32_MAX)  # the product of two float32 is exact in a double
         if not math.isfinite(t_max):
             raise ValueError(f"dist_thresh must be finite; got a maximum of {t_max}")
-        n = int(math.floor(2.0 * t_max / stride)) + 2  # window side in cells
+        # Window side in cells; a window as wide as the grid already holds every cell (it is clamped to start at 0).
+        n = min(int(math.floor(2.0 * t_max / stride)) + 2, max(h, w))
         dense = p == 1 and n <= w and n <= h
         # With several persons, locref_mask first serves as an int64 scratch and is zeroed after it.
         if p == 1 or n_s == 0:

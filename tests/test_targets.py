@@ -115,6 +115,23 @@ def test_far_away_nan_and_inf_joints_cover_nothing(impl):
     assert torch.equal(out.scmap_weights, torch.ones(1, 4, 3, 5))
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the interpreter's t * t in numpy
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("thresh", [1e6, 1e20])  # t^2 of 1e20 overflows float32 to inf: still every cell
+def test_a_threshold_beyond_the_grid_covers_every_cell(impl, thresh):
+    joints = torch.tensor([[[[3.0, 50.0, 1.0], [20.0, 1.0, 0.0]]]])  # joint 1 absent
+    out = IMPLS[impl](joints, (5, 7), 8, thresh, STDEV)
+    assert torch.equal(out.scmap[0, 0], torch.ones(5, 7)) and out.scmap[0, 1].sum() == 0
+    assert torch.equal(out.locref_mask[0, :2], torch.ones(2, 5, 7))
+    cx = torch.arange(7) * 8 + 4.0
+    torch.testing.assert_close(out.locref[0, 0], ((3.0 - cx) / STDEV).expand(5, 7), rtol=0, atol=1e-6)
+
+
+def test_torch_twin_rejects_a_negative_threshold_in_a_tensor():
+    with pytest.raises(ValueError, match="dist_thresh must be >= 0; got a minimum of -2"):
+        make_targets_torch(torch.zeros(2, 1, 3, 3), (4, 4), 8, torch.tensor([5.0, -2.0]), STDEV)
+
+
 def _random_joints(gen, b, p, k, h, w, stride=8, margin=24.0, absent=0.25):
     """Joints spread over the grid and a margin around it, about a quarter absent."""
     span = torch.tensor([w * stride + 2 * margin, h * stride + 2 * margin])
