@@ -279,6 +279,24 @@ def test_torch_twin_misses_inside_a_window_are_positive_zero(gen):
     assert off.any() and not torch.signbit(out.locref[off]).any()  # +0 like the kernel, never -0
 
 
+def test_torch_twin_from_several_threads_gives_each_its_own_targets(gen):
+    # The buffer pool is per thread: concurrent calls never share a buffer.
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = [_random_joints(gen, 3, 1, 5, 9, 9) for _ in range(8)]
+    want = [[t.clone() for t in make_targets_torch(j, (9, 9), 8, 13.6, STDEV)] for j in batches]
+
+    def run(i):
+        for _ in range(20):  # drop and remake: the buffers are reused within each thread
+            got = make_targets_torch(batches[i], (9, 9), 8, 13.6, STDEV)
+            if not all(torch.equal(a, e) for a, e in zip(got, want[i], strict=True)):
+                return False
+        return True
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(run, range(8)))
+
+
 def test_torch_twin_reuses_its_buffer_only_when_no_tensor_uses_it(gen):
     from fastpose.kernels import targets
 
