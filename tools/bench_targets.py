@@ -15,11 +15,11 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 
+from fastpose.bench import time_calls
 from fastpose.kernels.targets import make_targets_torch, make_targets_triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,23 +41,13 @@ def _joints(b, p, k, h, w, seed=0) -> torch.Tensor:
     return torch.cat([xy, present], dim=-1)
 
 
-def _times_ms(fn, args: tuple, repeats: int, sync=None) -> tuple[float, float]:
+def _times_ms(fn, args: tuple, repeats: int, device: str = "cpu") -> tuple[float, float]:
     """(fastest, median) of `repeats` calls of fn(*args), in ms, after one warm-up call (Triton compiles there).
 
     The fastest is the figure to compare implementations by (shared machines are noisy); the median shows what a
     loop of calls gets, stalls included.
     """
-    fn(*args)
-    times = []
-    for _ in range(repeats):
-        if sync is not None:
-            sync()
-        start = time.perf_counter()
-        fn(*args)
-        if sync is not None:
-            sync()
-        times.append(time.perf_counter() - start)
-    times.sort()
+    times = sorted(time_calls(lambda: fn(*args), torch.device(device), warmup=1, iters=repeats))
     return times[0] * 1000.0, times[len(times) // 2] * 1000.0
 
 
@@ -85,7 +75,7 @@ def bench_targets(device: str = "cpu", cases: list[str] | None = None, repeats: 
         if use_cuda:
             joints_dev = joints.to(device)
             args = (joints_dev, (h, w), STRIDE, thresh)
-            triton_ms, triton_med = _times_ms(make_targets_triton, args, repeats, sync=torch.cuda.synchronize)
+            triton_ms, triton_med = _times_ms(make_targets_triton, args, repeats, device)
         out["cases"][name] = {
             "shape": {"B": b, "P": p, "K": k, "H": h, "W": w, "dist_thresh": thresh},
             "numpy_ms": numpy_ms,
