@@ -44,7 +44,7 @@ _use_count = getattr(torch._C, "_storage_Use_Count", None)  # private torch API;
 _FAR = 2.0**100  # where the twin moves absent joints: finite in float32, its square is not
 # The largest float32. The twin's misses (absent joints, cells past the grid) have d2 = inf, so a t^2 that overflows
 # to inf (t > 1.8e19) is lowered to it: every finite distance is still within reach, as in the kernel.
-_F32_MAX = 3.4028234663852886e38
+_F32_MAX = torch.finfo(torch.float32).max
 _PRESENCE_WEIGHTS = torch.tensor([0.0, 0.0, 1.0])  # (x, y, present) weights: see make_targets_torch
 
 
@@ -317,7 +317,8 @@ def make_targets_torch(
             # The common float threshold: scalars, no reduction and no host sync. t^2 is rounded to float32 as the
             # tensor path (and the Triton kernel) computes it, so a joint exactly on the threshold counts the same.
             t_max = t_col = float(dist_thresh)
-            t2 = min(_f32(_f32(t_max) * _f32(t_max)), _F32_MAX)  # the product of two float32 is exact in a double
+            t_f32 = _f32(t_max)
+            t2 = min(_f32(t_f32 * t_f32), _F32_MAX)  # the product of two float32 is exact in a double
         if not math.isfinite(t_max):
             raise ValueError(f"dist_thresh must be finite; got a maximum of {t_max}")
         # Window side in cells; a window as wide as the grid already holds every cell (it is clamped to start at 0).
