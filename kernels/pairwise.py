@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastpose.kernels.targets import DEFAULT_STRIDE, LAUNCH_OPTIONS, _check_inputs
+from fastpose.kernels.targets import DEFAULT_STRIDE, LAUNCH_OPTIONS, _check_inputs, _covers, _tile
 
 
 class PairwiseTargets(NamedTuple):
@@ -142,32 +142,13 @@ def _pairwise_kernel(
 ):
     # One program per (b, s, tile of BLOCK cells): finds the owner of each cell for joint s (as the targets kernel),
     # then writes the 2 (K - 1) channels of the pairs (s, e) for the tile (every element: no zero fill needed).
-    pid = tl.program_id(0)
-    tile = pid % tiles
-    bs = pid // tiles
-    b = bs // K
-    s = bs % K
+    bs, b, s, c, valid, cx, cy, t2 = _tile(thresh_ptr, K, H, W, tiles, stride, BLOCK)  # c: (BLOCK,) cells j * W + i
     hw = H * W
-    c = tile * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,) cell indices j * W + i
-    valid = c < hw
-    cx = (c % W).to(tl.float32) * stride + stride * 0.5
-    cy = (c // W).to(tl.float32) * stride + stride * 0.5
-    t = tl.load(thresh_ptr + b)
-    t2 = t * t
 
     best = tl.full((BLOCK,), float("inf"), tl.float32)
     owner = tl.zeros((BLOCK,), tl.int32)
     for p in range(P):
-        base = ((b * P + p) * K + s) * 3
-        jx = tl.load(joints_ptr + base)
-        jy = tl.load(joints_ptr + base + 1)
-        jv = tl.load(joints_ptr + base + 2)
-        ok = (jv > 0) & (jx - jx == 0) & (jy - jy == 0)  # x - x != 0 catches inf and nan
-        t2_p = tl.where(ok, t2, -1.0)
-        dx = jx - cx
-        dy = jy - cy
-        d2 = dy * dy + dx * dx
-        closer = (d2 <= t2_p) & (d2 < best)  # strict: ties keep the lower person index
+        ok, dx, dy, d2, closer = _covers(joints_ptr, b, p, s, P, K, cx, cy, t2, best)
         best = tl.where(closer, d2, best)
         owner = tl.where(closer, p, owner)
 

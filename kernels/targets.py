@@ -341,6 +341,38 @@ def make_targets_torch(
 
 
 @triton.jit
+def _tile(thresh_ptr, K, H, W, tiles, stride, BLOCK: tl.constexpr):
+    # The program's (b, k) plane and tile of BLOCK cells: returns bk = b * K + k, b, k, the (BLOCK,) cell indices
+    # j * W + i, which of them lie in the grid, the cells' centres (cx, cy) and t^2 of sample b.
+    pid = tl.program_id(0)
+    tile = pid % tiles
+    bk = pid // tiles
+    c = tile * BLOCK + tl.arange(0, BLOCK)
+    cx = (c % W).to(tl.float32) * stride + stride * 0.5
+    cy = (c // W).to(tl.float32) * stride + stride * 0.5
+    t = tl.load(thresh_ptr + bk // K)
+    return bk, bk // K, bk % K, c, c < H * W, cx, cy, t * t
+
+
+@triton.jit
+def _covers(joints_ptr, b, p, k, P, K, cx, cy, t2, best):
+    # Joint k of person p in sample b against the tile's cells: returns whether the joint counts (present and
+    # finite), dx, dy and d2 = dy^2 + dx^2 per cell, and where it covers the cell nearer than `best` (strictly: ties
+    # keep the lower person index).
+    base = ((b * P + p) * K + k) * 3
+    jx = tl.load(joints_ptr + base)
+    jy = tl.load(joints_ptr + base + 1)
+    jv = tl.load(joints_ptr + base + 2)
+    # Absent or non-finite joints cover nothing (x - x != 0 catches inf and nan): their threshold becomes -1.
+    ok = (jv > 0) & (jx - jx == 0) & (jy - jy == 0)
+    dx = jx - cx
+    dy = jy - cy
+    d2 = dy * dy + dx * dx
+    closer = (d2 <= tl.where(ok, t2, -1.0)) & (d2 < best)
+    return ok, dx, dy, d2, closer
+
+
+@triton.jit
 def _targets_kernel(
     joints_ptr,  # (B, P, K, 3) float32
     thresh_ptr,  # (B,) float32
@@ -362,38 +394,16 @@ def _targets_kernel(
 ):
     # One program per (b, k, tile of BLOCK cells): loops over the persons, keeps the nearest covering one and
     # writes every output element of its tile (so the outputs need no zero fill).
-    pid = tl.program_id(0)
-    tile = pid % tiles
-    bk = pid // tiles
-    b = bk // K
-    k = bk % K
+    bk, b, k, c, valid, cx, cy, t2 = _tile(thresh_ptr, K, H, W, tiles, stride, BLOCK)
     hw = H * W
-    c = tile * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,) cell indices j * W + i
-    valid = c < hw
-    ci = (c % W).to(tl.float32)
-    cj = (c // W).to(tl.float32)
-    cx = ci * stride + stride * 0.5
-    cy = cj * stride + stride * 0.5
-    t = tl.load(thresh_ptr + b)
-    t2 = t * t
 
     best = tl.full((BLOCK,), float("inf"), tl.float32)
     best_dx = tl.zeros((BLOCK,), tl.float32)
     best_dy = tl.zeros((BLOCK,), tl.float32)
     any_present = 0.0
     for p in range(P):
-        base = ((b * P + p) * K + k) * 3
-        jx = tl.load(joints_ptr + base)
-        jy = tl.load(joints_ptr + base + 1)
-        jv = tl.load(joints_ptr + base + 2)
-        # Absent or non-finite joints cover nothing (x - x != 0 catches inf and nan): their threshold becomes -1.
-        ok = (jv > 0) & (jx - jx == 0) & (jy - jy == 0)
+        ok, dx, dy, d2, closer = _covers(joints_ptr, b, p, k, P, K, cx, cy, t2, best)
         any_present = tl.maximum(any_present, tl.where(ok, 1.0, 0.0))
-        t2_p = tl.where(ok, t2, -1.0)
-        dx = jx - cx
-        dy = jy - cy
-        d2 = dy * dy + dx * dx
-        closer = (d2 <= t2_p) & (d2 < best)  # strict: ties keep the lower person index
         best = tl.where(closer, d2, best)
         best_dx = tl.where(closer, dx, best_dx)
         best_dy = tl.where(closer, dy, best_dy)
