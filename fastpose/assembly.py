@@ -37,9 +37,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from fastpose import dataset
 from fastpose.atomic import write_atomic
+from fastpose.checkpoint import load_model
+from fastpose.config import Config
+from fastpose.decode import to_sample, valid_grid
+from fastpose.device import autocast, pick_device
 from fastpose.errors import UserError, out_file
+from fastpose.images import batch_images, prepare_image
+from fastpose.kernels import _multicut
+from fastpose.kernels.pairwise import pair_id
+from fastpose.pairwise import stats_for
+from fastpose.pipeline import decode_rgb
+from fastpose.shards import ShardDataset
 
 FEATURES = ("bias", "dist_ab", "dist_ba", "angle_ab", "angle_ba")
 # Before any fit: p = 0.95 for a perfect prediction, 0.5 when each end misses by ~1.5 std; a prior, not a fitted model.
@@ -57,8 +69,6 @@ def multicut(n_nodes: int, edges, costs, *, method: str = "kl", exact_max_nodes:
     method "kl": exact search on attractive components of <= exact_max_nodes nodes, else greedy additive edge
     contraction followed by Kernighan-Lin moves; "gaec": the contraction alone. See kernels/multicut.cpp.
     """
-    from fastpose.kernels import _multicut
-
     if method not in ("kl", "gaec"):
         raise ValueError(f"method must be one of: kl, gaec; got {method!r}")
     edges = np.ascontiguousarray(np.asarray(edges, dtype=np.int64).reshape(-1, 2))
@@ -152,11 +162,6 @@ def detect(part_logits: np.ndarray, locref: np.ndarray | None, cfg) -> Detection
                       x.astype(np.float64), y.astype(np.float64))
 
 
-def pair_ids(s: np.ndarray, e: np.ndarray, num_joints: int) -> np.ndarray:
-    """Channel pair id of ordered pairs (s, e), s != e: (K - 1) s + e - [s < e]."""
-    return (num_joints - 1) * s + e - (s < e)
-
-
 def _allowed_types(num_joints: int, sparse_graph) -> np.ndarray:
     """(K, K) bool: joint types whose detections get a scored edge (symmetric, no diagonal)."""
     if not sparse_graph:
@@ -177,7 +182,7 @@ def _predicted_offsets(dets: Detections, pairwise, mean, std, k: int) -> np.ndar
         return m
     s = dets.k[:, None]  # (N, 1)
     e = np.arange(k)[None, :]  # (1, K)
-    pid = np.where(s == e, 0, pair_ids(s, e, k))  # (N, K); the diagonal has no channel, its value is never used
+    pid = np.where(s == e, 0, pair_id(s, e, k))  # (N, K); the diagonal has no channel, its value is never used
     raw = np.asarray(pairwise, np.float32)[2 * pid[..., None] + np.arange(2), dets.row[:, None, None],
                                            dets.col[:, None, None]]  # (N, K, 2) normalised offsets
     return raw * sd + m
@@ -225,8 +230,6 @@ def edge_costs(dets: Detections, pairwise, mean, std, cfg, weights, *, prune: bo
     allowed types with log((1 - p) / p) = -clip(features . weights, +-LOGIT_CLIP), features as `edge_features` (the
     tested reference). prune drops the repulsive edges between components of the attractive ones: the "kl" solver
     drops exactly those itself, so its labels stay the same (most of a crowded image's edges)."""
-    from fastpose.kernels import _multicut
-
     k = mean.shape[0]
     half = cfg.stride / 2.0
     centre = np.stack([dets.col * cfg.stride + half, dets.row * cfg.stride + half], axis=1).astype(np.float64)
@@ -241,9 +244,7 @@ def _stats(model: dict | None, cfg, scale: float) -> tuple[np.ndarray, np.ndarra
     if model is not None and "mean" in model:
         mean, std = np.asarray(model["mean"], np.float64), np.asarray(model["std"], np.float64)
     else:
-        from fastpose.pairwise import load_stats
-
-        mean, std = load_stats(cfg.pairwise_stats_fn)
+        mean, std = stats_for(cfg)
     return mean * scale, std * scale
 
 
@@ -252,7 +253,7 @@ def assemble(part_logits, locref, pairwise, cfg, model: dict | None, *, scale: f
     score; a joint a person lacks is (0, 0, 0).
 
     part_logits (K, H, W); locref (2K, H, W) or None; pairwise (2K(K-1), H, W) or None; cfg: stride, locref_stdev,
-    nms_radius, det_min_score, sparse_graph, pairwise_stats_fn; model: a fitted edge classifier (`load_model`; it
+    nms_radius, det_min_score, sparse_graph, pairwise_stats_fn; model: a fitted edge classifier (`load_classifier`; it
     carries its pairwise statistics) or None for DEFAULT_WEIGHTS with statistics from cfg.pairwise_stats_fn; scale:
     network pixels per dataset pixel (multiplies the statistics).
     """
@@ -342,19 +343,19 @@ def fit_from_outputs(outputs, cfg, mean, std, *, l2: float = 1e-3) -> dict:
             "train_accuracy": float(((p > 0.5) == y).mean()), "l2": l2}
 
 
-def model_path(checkpoint: str | Path) -> Path:
+def classifier_path(checkpoint: str | Path) -> Path:
     """Where fit-assembly saves the classifier of a checkpoint: `<checkpoint>.assembly.json`."""
     checkpoint = Path(checkpoint)
     return checkpoint.with_name(checkpoint.name + ".assembly.json")
 
 
-def save_model(path: str | Path, model: dict) -> Path:
+def save_classifier(path: str | Path, model: dict) -> Path:
     """Write the classifier JSON atomically (temp name, then rename)."""
     return write_atomic(path, json.dumps(model, indent=1))
 
 
-def load_model(path: str | Path) -> dict:
-    """A classifier saved by `save_model`, checked."""
+def load_classifier(path: str | Path) -> dict:
+    """A classifier saved by `save_classifier`, checked."""
     path = Path(path)
     try:
         model = json.loads(path.read_text())
@@ -371,53 +372,68 @@ def load_model(path: str | Path) -> dict:
     return model
 
 
-def _image_outputs(net, cfg, dataset, indices, device):
+def classifier_for(cfg: Config, checkpoint: str | Path | None) -> tuple[dict | None, str | None]:
+    """(the edge classifier `fastpose fit-assembly` fitted for a snapshot, or None for DEFAULT_WEIGHTS; a note when
+    multi-person assembly cannot run: no classifier and no pairwise statistics file)."""
+    if checkpoint is not None and classifier_path(checkpoint).is_file():
+        return load_classifier(classifier_path(checkpoint)), None
+    if Path(cfg.pairwise_stats_fn).is_file():
+        return None, None
+    return None, (f"multi-person assembly needs `fastpose fit-assembly` for the snapshot or the pairwise statistics "
+                  f"{cfg.pairwise_stats_fn} (`fastpose pairwise-stats CONFIG`)")
+
+
+def assemble_persons(heads: dict, b: int, valid_hw, ratio: torch.Tensor, offset: torch.Tensor | None, scale: float,
+                     cfg: Config, classifier: dict | None) -> np.ndarray:
+    """Every person of image b of a batch's heads: (P, K, 3) float64 x, y, score in sample pixels (score 0 for a joint
+    the person lacks), from `assemble` on the image's cells (decode.valid_grid) only.
+
+    ratio (2,) x, y resize ratio of the image; offset (2,) its crop origin or None; scale: network pixels per dataset
+    pixel, which scales the pairwise statistics."""
+    gh, gw = valid_grid(torch.as_tensor(valid_hw), cfg.stride).tolist()
+    cells = {k: None if heads.get(k) is None else heads[k][b, :, :gh, :gw].float().cpu().numpy()
+             for k in ("part", "locref", "pairwise")}  # (C, gh, gw) each
+    found = torch.as_tensor(assemble(cells["part"], cells["locref"], cells["pairwise"], cfg, classifier, scale=scale))
+    found = found.reshape(-1, cfg.num_joints, 3).float()  # (P, K, 3) network-input pixels
+    n = len(found)
+    found = to_sample(found, ratio[None].expand(n, 2), None if offset is None else offset[None].expand(n, 2))
+    return found.double().numpy()
+
+
+def _image_outputs(net, cfg, data: ShardDataset, indices, device):
     """(part, locref, pairwise, gt, scale) per shard sample: the network run on the eval-prepared image."""
-    import cv2
-    import torch
-
-    from fastpose.predict import batch_images, prepare
-
     for i in indices:
-        raw = np.frombuffer(dataset.image_bytes(i), np.uint8)
-        bgr = cv2.imdecode(raw, cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise UserError(f"sample {i} of {dataset.root}: its image bytes do not decode. Convert the dataset again.")
-        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        prepared, (h, w) = prepare(image, cfg)
+        image = decode_rgb(data.image_bytes(i))
+        if image is None:
+            raise UserError(f"sample {i} of {data.root}: its image bytes do not decode. Convert the dataset again.")
+        prepared, (h, w) = prepare_image(image, cfg)
         scale = h / image.shape[0]
-        with torch.no_grad():
+        with torch.no_grad(), autocast(cfg.precision, device):
             heads = net(batch_images([prepared]).to(device))
-        gt = np.asarray(dataset.joints(i), np.float64).copy()  # (P, K, 3) sample pixels
+        gt = np.asarray(data.joints(i), np.float64).copy()  # (P, K, 3) sample pixels
         gt[..., :2] = (gt[..., :2] + 0.5) * scale - 0.5
-        # Cells whose centre lies inside the unpadded image (fastpose.decode.valid_cells): padding never detects.
-        hh, ww = (math.ceil((size - cfg.stride / 2) / cfg.stride) for size in (h, w))
+        # Only the cells inside the unpadded image: padding never detects.
+        hh, ww = valid_grid(torch.tensor([h, w]), cfg.stride).tolist()
         part, loc, pw = (None if heads.get(name) is None else heads[name][0, :, :hh, :ww].float().cpu().numpy()
                          for name in ("part", "locref", "pairwise"))
         yield part, loc, pw, gt, scale
 
 
-def fit_assembly(cfg, checkpoint: str | Path, *, out: str | Path | None = None, max_images: int | None = 500,
+def fit_assembly(cfg: Config, checkpoint: str | Path, *, out: str | Path | None = None, max_images: int | None = 500,
                  device: str = "auto", l2: float = 1e-3) -> dict:
     """`fastpose fit-assembly`: fit the edge classifier on up to max_images training images of cfg.dataset with the
     checkpoint's network; save it to `out` or `<checkpoint>.assembly.json`. Returns the saved model plus its path."""
-    from fastpose.device import pick_device
-    from fastpose.evaluate import load_model as load_network
-    from fastpose.pairwise import load_stats
-    from fastpose.shards import ShardDataset
-    from fastpose.train import prepare
-
     if max_images is not None and max_images < 1:
         raise UserError(f"--max-images {max_images}: must be at least 1 (default 500).")
     dev = pick_device(device)
-    cfg, data_dir = prepare(cfg, quiet=True)  # the joint set from the dataset's manifest
-    net, cfg = load_network(checkpoint, dev, cfg)
-    out = out_file(out or model_path(checkpoint), "--out", "assembly.json")  # before the fit, not after
-    mean, std = load_stats(cfg.pairwise_stats_fn)
-    dataset = ShardDataset(data_dir, cfg.split)
-    n = len(dataset) if max_images is None else min(len(dataset), max_images)
-    indices = np.random.default_rng(0).permutation(len(dataset))[:n]
-    model = fit_from_outputs(_image_outputs(net, cfg, dataset, indices, dev), cfg, mean, std, l2=l2)
+    cfg, data_dir = dataset.bind_joints(cfg, quiet=True)  # the joint set from the dataset's manifest
+    net, cfg = load_model(checkpoint, dev, cfg)
+    out = out_file(out or classifier_path(checkpoint), "--out", "assembly.json")  # before the fit, not after
+    mean, std = stats_for(cfg)
+    data = ShardDataset(data_dir, cfg.split)
+    n = len(data) if max_images is None else min(len(data), max_images)
+    indices = np.random.default_rng(0).permutation(len(data))[:n]
+    model = fit_from_outputs(_image_outputs(net, cfg, data, indices, dev), cfg, mean, std, l2=l2)
     model["checkpoint"] = str(checkpoint)
-    path = save_model(out, model)
+    path = save_classifier(out, model)
     return {**model, "path": str(path)}

@@ -1,7 +1,9 @@
-"""Atomic file writes: write to a temp name beside the target, then rename, so no reader ever sees half a file."""
+"""Files written and checked safely: atomic writes (a temp name beside the target, then a rename, so no reader ever
+sees half a file) and the sha256 of a file (shard manifests, downloaded weights)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -27,3 +29,12 @@ def write_atomic(path: str | Path, data: str | bytes | Callable[[Path], object])
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def sha256_of(path: str | Path, block_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file's contents, read in blocks (shards and weights files can be GBs)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(block_size):
+            h.update(block)
+    return h.hexdigest()

@@ -9,10 +9,8 @@ the installed package, so these two parts need a source checkout).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib
-import importlib.util
 import json
 import platform
 import resource
@@ -25,12 +23,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastpose import dataset
 from fastpose.atomic import write_atomic
-from fastpose.device import pick_device
+from fastpose.baselines import numpy_targets, pil_batches
+from fastpose.config import load
+from fastpose.device import effective_precision, grad_scaler, pick_device
 from fastpose.errors import UserError, out_file
+from fastpose.kernels.targets import make_targets_torch, make_targets_triton
+from fastpose.model import build_model
+from fastpose.pipeline import Batch, build_loader
+from fastpose.train import make_optimizer, train, train_step
 
 PARTS = ("data", "targets", "step", "e2e")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_parts(part: str) -> list[str]:
@@ -82,20 +86,6 @@ def rate(times: np.ndarray, batch_size: int) -> dict:
             "runs": int(len(times))}
 
 
-def load_tool(name: str):
-    """Import tools/<name>.py by path (tools/ is not installed)."""
-    path = REPO / "tools" / f"{name}.py"
-    if not path.is_file():
-        raise UserError(f"{path} is missing: the '{name}' benchmark lives in the repository's tools/ folder, which an "
-                        f"installed fastpose does not include. Run `fastpose bench` from a source checkout.")
-    spec = importlib.util.spec_from_file_location(f"fastpose_tools_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))  # the tool may import its sibling tools/ modules
-    spec.loader.exec_module(module)
-    return module
-
-
 def environment(device: torch.device) -> dict:
     """The device's name and the versions of the libraries that decide the speed."""
     if device.type == "cuda":
@@ -114,8 +104,6 @@ def environment(device: torch.device) -> dict:
 def load_config(config: str | Path | None, overrides: list[str] | None, data: str | Path | None,
                 batch_size: int | None, device: str):
     """The config to benchmark: a file, or fastpose's defaults (resnet_50) when none is given."""
-    from fastpose.config import load
-
     values = {"device": device}
     if batch_size is not None:
         values["batch_size"] = batch_size
@@ -131,19 +119,107 @@ def _dataset(cfg, data) -> Path:
     if not cfg.dataset:
         raise UserError("The data and e2e benchmarks read real shards: pass --data SHARDS_DIR or a --config whose "
                         "`dataset:` is set (fastpose convert / fastpose synth make one).")
-    from fastpose.train import prepare
+    return dataset.bind_joints(cfg, quiet=True)[1]
 
-    return prepare(cfg, quiet=True)[1]
+
+def _rate(batches, batch_size: int, iters: int) -> float:
+    """images/s over `iters` batches of an endless iterator, after one warm-up batch."""
+    it = iter(batches)
+    next(it)
+    t = time.perf_counter()
+    for _ in range(iters):
+        next(it)
+    return iters * batch_size / (time.perf_counter() - t)
+
+
+def _endless(loader):
+    while True:
+        yield from loader
+
+
+def compare_loaders(cfg, dataset_dir, split: str = "train", batch_size: int = 8, iters: int = 30) -> dict:
+    """images/s of the DALI loader and of the per-sample PIL loader (fastpose.baselines) on the same data, same work."""
+    loader = build_loader(cfg, dataset_dir, split, train=True, batch_size=batch_size)
+    try:
+        dali = _rate(_endless(loader), batch_size, iters)
+        device = str(loader.device)
+    finally:
+        loader.close()
+    pil = _rate(pil_batches(cfg, dataset_dir, split, batch_size), batch_size, iters)
+    return {"dataset": str(dataset_dir), "split": split, "batch_size": batch_size, "iters": iters, "device": device,
+            "num_workers": cfg.num_workers, "num_threads": cfg.num_threads, "dali_img_s": dali, "pil_img_s": pil,
+            "ratio": dali / pil}
 
 
 def bench_data(cfg, device: torch.device, iters: int) -> dict:
-    """DALI pipeline alone, beside the per-sample PIL/numpy loader doing the same work (tools/bench_pipeline.py)."""
-    tool = load_tool("bench_pipeline")
+    """The DALI pipeline alone, beside the per-sample PIL/numpy loader doing the same work."""
     path = _dataset(cfg, cfg.dataset)
-    res = tool.bench_data(cfg, path, cfg.split, batch_size=cfg.batch_size, iters=iters)
-    out = {"images_per_s": res["dali_img_s"], "ms_per_batch": 1e3 * cfg.batch_size / res["dali_img_s"],
-           "batch_size": cfg.batch_size, "runs": iters, "baseline": "PIL/numpy per-sample loader",
-           "baseline_images_per_s": res["pil_img_s"], "ratio": res["ratio"], "dataset": str(path)}
+    res = compare_loaders(cfg, path, cfg.split, batch_size=cfg.batch_size, iters=iters)
+    return {"images_per_s": res["dali_img_s"], "ms_per_batch": 1e3 * cfg.batch_size / res["dali_img_s"],
+            "batch_size": cfg.batch_size, "runs": iters, "baseline": "PIL/numpy per-sample loader",
+            "baseline_images_per_s": res["pil_img_s"], "ratio": res["ratio"], "dataset": str(path)}
+
+
+# make_targets cases, name: (B, P, K, H, W, dist_thresh): MPII at 368 px (pos_dist_thresh 17 x global_scale 0.8),
+# COCO at 512 px.
+TARGET_CASES = {
+    "mpii": (16, 1, 14, 46, 46, 17 * 0.8),
+    "coco": (16, 6, 17, 64, 64, 17 * 0.8),
+}
+TARGET_STRIDE = 8
+
+
+def random_joints(b: int, p: int, k: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """(B, P, K, 3) joints uniform over a (h, w) grid's pixels, 90 % present."""
+    gen = torch.Generator().manual_seed(seed)
+    xy = torch.rand(b, p, k, 2, generator=gen) * torch.tensor([w * TARGET_STRIDE, h * TARGET_STRIDE],
+                                                               dtype=torch.float32)
+    present = (torch.rand(b, p, k, 1, generator=gen) < 0.9).float()
+    return torch.cat([xy, present], dim=-1)
+
+
+def _times_ms(fn, args: tuple, repeats: int, device: str = "cpu") -> tuple[float, float]:
+    """(fastest, median) of `repeats` calls of fn(*args), in ms, after one warm-up call (Triton compiles there).
+
+    The fastest is the figure to compare implementations by (shared machines are noisy); the median shows what a
+    loop of calls gets, stalls included.
+    """
+    times = sorted(time_calls(lambda: fn(*args), torch.device(device), warmup=1, iters=repeats))
+    return times[0] * 1000.0, times[len(times) // 2] * 1000.0
+
+
+def bench_targets(device: str = "cpu", cases: list[str] | None = None, repeats: int = 20) -> dict:
+    """ms per batch for each case: the numpy loop, the torch twin on the CPU, and Triton when `device` is CUDA.
+
+    Returns {"device", "threads", "cases": {name: {"shape", "numpy_ms", "torch_cpu_ms", "triton_ms" (or None), their
+    medians, "torch_speedup", "triton_speedup" (or None), "triton_vs_torch" (or None)}}}.
+    """
+    names = list(TARGET_CASES) if not cases else cases
+    unknown = [n for n in names if n not in TARGET_CASES]
+    if unknown:
+        raise ValueError(f"unknown benchmark case(s) {unknown}; allowed: {sorted(TARGET_CASES)}")
+    use_cuda = device.startswith("cuda")
+    if use_cuda and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available; use --device cpu")
+    out = {"device": device, "threads": torch.get_num_threads(), "cases": {}}
+    for name in names:
+        b, p, k, h, w, thresh = TARGET_CASES[name]
+        joints = random_joints(b, p, k, h, w)
+        numpy_ms, numpy_med = _times_ms(numpy_targets, (joints.numpy(), (h, w), TARGET_STRIDE, thresh),
+                                        max(3, repeats // 5))
+        torch_ms, torch_med = _times_ms(make_targets_torch, (joints, (h, w), TARGET_STRIDE, thresh), repeats)
+        triton_ms = triton_med = None
+        if use_cuda:
+            args = (joints.to(device), (h, w), TARGET_STRIDE, thresh)
+            triton_ms, triton_med = _times_ms(make_targets_triton, args, repeats, device)
+        out["cases"][name] = {
+            "shape": {"B": b, "P": p, "K": k, "H": h, "W": w, "dist_thresh": thresh},
+            "numpy_ms": numpy_ms, "torch_cpu_ms": torch_ms, "triton_ms": triton_ms,
+            "numpy_median_ms": numpy_med, "torch_cpu_median_ms": torch_med, "triton_median_ms": triton_med,
+            "torch_speedup": numpy_ms / torch_ms, "torch_median_speedup": numpy_med / torch_med,
+            "triton_speedup": None if triton_ms is None else numpy_ms / triton_ms,
+            "triton_vs_torch": None if triton_ms is None else torch_ms / triton_ms,
+        }
     return out
 
 
@@ -160,8 +236,7 @@ def bench_targets_part(device: torch.device, iters: int, reference_step: tuple[s
     where a ResNet-101 step takes half a minute) it also times that training step on this device and reports the
     targets' share of it.
     """
-    tool = load_tool("bench_targets")
-    res = tool.bench_targets(str(device), None, repeats=max(iters, 3))
+    res = bench_targets(str(device), None, repeats=max(iters, 3))
     cases = res["cases"]
     first = cases[next(iter(cases))]
     impl = "triton" if first.get("triton_ms") is not None else "torch_cpu"
@@ -173,8 +248,6 @@ def bench_targets_part(device: torch.device, iters: int, reference_step: tuple[s
     if reference_step is None and device.type == "cuda":
         reference_step = TARGETS_REFERENCE_STEP
     if reference_step is not None:
-        from fastpose.config import load
-
         net, batch_size, size = reference_step
         cfg = load(None, net_type=net, batch_size=batch_size, num_joints=first["shape"]["K"],
                    location_refinement=True, device=device.type)
@@ -189,8 +262,6 @@ def bench_targets_part(device: torch.device, iters: int, reference_step: tuple[s
 
 def synthetic_batch(cfg, batch_size: int, size: int, device: torch.device, persons: int = 1):
     """A pipeline Batch of random images (mean-subtracted 0..255, (B, 3, size, size)) and random present joints."""
-    from fastpose.pipeline import Batch
-
     g = torch.Generator().manual_seed(cfg.seed)
     k = cfg.num_joints
     images = torch.rand(batch_size, 3, size, size, generator=g) * 255 - torch.tensor(cfg.mean_pixel)[:, None, None]
@@ -204,14 +275,9 @@ def synthetic_batch(cfg, batch_size: int, size: int, device: torch.device, perso
 
 
 def bench_step(cfg, device: torch.device, size: int, warmup: int, iters: int) -> dict:
-    """One training step (forward, targets, losses, backward, optimiser) on a synthetic batch, as train.py runs it."""
-    from fastpose.model import build_model
-    from fastpose.train import compute_losses, make_optimizer
-
+    """One training step (forward, targets, losses, backward, optimiser) on a synthetic batch: train.train_step."""
     if not cfg.num_joints and cfg.dataset:
-        from fastpose.train import prepare
-
-        cfg = prepare(cfg, quiet=True)[0]
+        cfg = dataset.bind_joints(cfg, quiet=True)[0]
     if not cfg.num_joints:
         cfg.num_joints = 14  # no dataset to take the joint set from: MPII's 14 joints
     torch.manual_seed(cfg.seed)
@@ -219,31 +285,18 @@ def bench_step(cfg, device: torch.device, size: int, warmup: int, iters: int) ->
     if cfg.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model)
+    scaler = grad_scaler(cfg.precision, device)
     batch = synthetic_batch(cfg, cfg.batch_size, size, device)
-    images = batch.images.contiguous(memory_format=torch.channels_last) if cfg.channels_last else batch.images
-    use_amp = device.type == "cuda" and cfg.precision in ("bf16", "fp16")
-    amp = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.precision == "fp16")
+    if cfg.channels_last:
+        batch = batch._replace(images=batch.images.contiguous(memory_format=torch.channels_last))
     model.train()
-
-    def step():
-        with torch.autocast(device.type, amp) if use_amp else contextlib.nullcontext():
-            out = model(images)
-        losses = compute_losses(cfg, out, batch)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(losses["total"]).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-    times = time_calls(step, device, warmup, iters)
-    return {**rate(times, cfg.batch_size), "size": size, "net_type": cfg.net_type, "precision": cfg.precision
-            if device.type == "cuda" else "fp32"}
+    times = time_calls(lambda: train_step(model, optimizer, scaler, cfg, batch), device, warmup, iters)
+    return {**rate(times, cfg.batch_size), "size": size, "net_type": cfg.net_type,
+            "precision": effective_precision(cfg.precision, device)}
 
 
 def bench_e2e(cfg, device: torch.device, warmup: int, iters: int) -> dict:
     """A few iterations of fastpose.train.train on the real data (per-iteration rates from its metrics.jsonl)."""
-    from fastpose.train import train
-
     _dataset(cfg, cfg.dataset)
     with tempfile.TemporaryDirectory(prefix="fastpose-bench-") as tmp:
         cfg.out_dir = tmp

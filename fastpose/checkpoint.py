@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from fastpose import __version__
+from fastpose.config import FIELDS, Config, load
 from fastpose.errors import UserError, cause
+from fastpose.model import PoseNet, build_model
 
 # Wrappers that prefix parameter names: DistributedDataParallel ('module.') and torch.compile ('_orig_mod.').
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -155,8 +157,6 @@ def load_snapshot(path: str | Path, map_location="cpu") -> dict:
 
 def config_from_snapshot(ckpt: dict):
     """The Config the snapshot was trained with (checked again, as if loaded from a file)."""
-    from fastpose.config import FIELDS, load
-
     values = ckpt["config"]
     unknown = [k for k in values if k not in FIELDS]
     if unknown:
@@ -164,3 +164,28 @@ def config_from_snapshot(ckpt: dict):
                         f"{', '.join(unknown)} (written by fastpose {ckpt.get('fastpose_version', '?')}). Use that "
                         f"version, or pass a config file instead of the snapshot's.")
     return load(None, **values)
+
+
+def load_model(checkpoint: str | Path, device: torch.device, cfg: Config | None = None) -> tuple[PoseNet, Config]:
+    """(the network in eval mode on `device`, its Config) from a snapshot path; cfg defaults to the snapshot's own.
+    A config whose network does not fit the snapshot's weights is a UserError naming the first mismatches."""
+    ckpt = load_snapshot(checkpoint)
+    if cfg is None:
+        cfg = config_from_snapshot(ckpt)
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        own, saved = model.state_dict(), ckpt["model"]
+        shapes = [f"{k} is {tuple(v.shape)} in the snapshot, {tuple(own[k].shape)} for the config"
+                  for k, v in saved.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        keys = [f"{len(set(saved) - set(own))} snapshot keys the config's network lacks (e.g. "
+                f"{sorted(set(saved) - set(own))[0]})"] if set(saved) - set(own) else []
+        keys += [f"{len(set(own) - set(saved))} keys of the config's network the snapshot lacks (e.g. "
+                 f"{sorted(set(own) - set(saved))[0]})"] if set(own) - set(saved) else []
+        raise UserError(f"{checkpoint}: its weights do not fit the network of the config (net_type {cfg.net_type}, "
+                        f"{cfg.num_joints} joints, location_refinement {cfg.location_refinement}): "
+                        f"{'; '.join((shapes[:2] + keys) or ['the state_dict does not load'])}. Evaluate with the "
+                        f"config the snapshot was trained with (leave out the config argument to use the one stored "
+                        f"in the snapshot).") from None
+    return model.to(device).eval(), cfg

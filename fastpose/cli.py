@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -15,11 +16,26 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
-from fastpose.errors import UserError
+from fastpose import assembly, bench, demo, evaluate, pairwise, predict, shards, train, weights
+from fastpose.checkpoint import latest_snapshot
+from fastpose.config import load
+from fastpose.convert import coco, dlc, mat, mpii, synth
+from fastpose.errors import UserError, out_file, out_folder
+
+# `fastpose --help` lists the commands in the order a user meets them.
+COMMAND_ORDER = ("convert", "info", "config", "train", "eval", "predict", "bench", "pairwise-stats", "fit-assembly",
+                 "synth", "weights", "demo")
+
+
+class _InOrder(TyperGroup):
+    def list_commands(self, ctx) -> list[str]:
+        last = len(COMMAND_ORDER)
+        return sorted(self.commands, key=lambda n: COMMAND_ORDER.index(n) if n in COMMAND_ORDER else last)
 
 app = typer.Typer(help="fastpose: train DeeperCut-style keypoint detectors fast. Run `fastpose COMMAND --help`.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  cls=_InOrder, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 convert_app = typer.Typer(help="Convert a dataset into fastpose HDF5 shards.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect configs.", no_args_is_help=True)
 app.add_typer(convert_app, name="convert")
@@ -45,20 +61,17 @@ def config_show(config: Path, set_: SetOpt = None) -> None:
 
     Example: fastpose config show configs/mpii.yaml --set batch_size=16
     """
-    from fastpose.config import load
-
     out.print(load(config, set_).to_yaml(), end="", highlight=False)
 
 
-@app.command()
-def info(dataset: Path, verify: Annotated[bool, typer.Option("--verify", help="Check the shards' sha256.")] = False,
-         json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+@app.command("info")
+def info_command(dataset: Path,
+                 verify: Annotated[bool, typer.Option("--verify", help="Check the shards' sha256.")] = False,
+                 json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Summarise a shards folder: samples, persons, joints per sample, image sizes per split.
 
     Example: fastpose info data/demo --verify
     """
-    from fastpose import shards
-
     problems = shards.verify(dataset) if verify else []  # first: a damaged shard would stop the summary
     if problems:
         raise UserError(f"{dataset}: checksum verification failed: " + "; ".join(problems)
@@ -87,8 +100,6 @@ def info(dataset: Path, verify: Annotated[bool, typer.Option("--verify", help="C
 def _joint_set(config: Path | None, set_: list[str] | None) -> dict:
     if config is None:
         return {}
-    from fastpose.config import load
-
     cfg = load(config, set_)
     return {"num_joints": cfg.num_joints or None, "joint_names": cfg.joint_names or None,
             "all_joints": cfg.all_joints or None, "skeleton": cfg.skeleton or None}
@@ -103,7 +114,7 @@ def _report_convert(result: dict, out_dir: Path, seconds: float) -> None:
 
 
 @convert_app.command("mat")
-def convert_mat(dataset: Path, out_dir: Annotated[Path, typer.Option("--out", help="Output shards folder.")],
+def convert_mat_command(dataset: Path, out_dir: Annotated[Path, typer.Option("--out", help="Output shards folder.")],
                 config: Annotated[Path | None, typer.Option(help="Config giving num_joints and joint names.")] = None,
                 num_joints: Annotated[int | None, typer.Option(help="Number of joints (default: from --config, "
                                                                "else max id + 1).")] = None,
@@ -116,9 +127,6 @@ def convert_mat(dataset: Path, out_dir: Annotated[Path, typer.Option("--out", he
 
     Example: fastpose convert mat data/dataset.mat --out data/shards --config pose_cfg.yaml --split train=0.9,test=0.1
     """
-    import time
-
-    from fastpose.convert import mat
 
     joint_set = _joint_set(config, set_)
     if num_joints:
@@ -131,7 +139,7 @@ def convert_mat(dataset: Path, out_dir: Annotated[Path, typer.Option("--out", he
 
 
 @convert_app.command("dlc")
-def convert_dlc(project: Path, out_dir: Annotated[Path, typer.Option("--out", help="Output shards folder.")],
+def convert_dlc_command(project: Path, out_dir: Annotated[Path, typer.Option("--out", help="Output shards folder.")],
                 split: SplitOpt = None, seed: SeedOpt = 0, workers: WorkersOpt = None, skip_bad: SkipOpt = False,
                 overwrite: OverwriteOpt = False, samples_per_shard: ShardOpt = 512,
                 reencode_jpeg: ReencodeOpt = None) -> None:
@@ -139,9 +147,6 @@ def convert_dlc(project: Path, out_dir: Annotated[Path, typer.Option("--out", he
 
     Example: fastpose convert dlc Reaching-Mackenzie-2018-08-30 --out data/reaching --split train=0.95,test=0.05
     """
-    import time
-
-    from fastpose.convert import dlc
 
     t0 = time.perf_counter()
     result = dlc.convert(project, out_dir, split=split, seed=seed, workers=workers, skip_bad=skip_bad,
@@ -149,8 +154,8 @@ def convert_dlc(project: Path, out_dir: Annotated[Path, typer.Option("--out", he
     _report_convert(result, out_dir, time.perf_counter() - t0)
 
 
-@app.command()
-def synth(out_dir: Annotated[Path, typer.Option("--out", help="Output folder (dataset.mat + images/).")],
+@app.command("synth")
+def synth_command(out_dir: Annotated[Path, typer.Option("--out", help="Output folder (dataset.mat + images/).")],
           n: Annotated[int, typer.Option(help="Number of images.")] = 500, seed: SeedOpt = 0,
           min_size: Annotated[int, typer.Option(help="Smallest image side.")] = 144,
           max_size: Annotated[int, typer.Option(help="Largest image side.")] = 208) -> None:
@@ -159,22 +164,19 @@ def synth(out_dir: Annotated[Path, typer.Option("--out", help="Output folder (da
     Example: fastpose synth --out data/synth --n 500 --seed 0 && fastpose convert mat data/synth/dataset.mat \
     --out data/synth-shards --config configs/demo.yaml --split train=0.9,test=0.1
     """
-    import time
-
-    from fastpose.convert import synth as synth_mod
 
     if n <= 0:
         raise UserError(f"--n {n}: the number of images must be positive.")
     if not 32 <= min_size <= max_size:
         raise UserError(f"--min-size {min_size} --max-size {max_size}: need 32 <= min-size <= max-size.")
     t0 = time.perf_counter()
-    path = synth_mod.make_dataset(out_dir, n=n, seed=seed, sizes=(min_size, max_size))
+    path = synth.make_dataset(out_dir, n=n, seed=seed, sizes=(min_size, max_size))
     out.print(f"wrote {n} images and {path} in {time.perf_counter() - t0:.1f} s "
-              f"(joints: {', '.join(synth_mod.JOINT_NAMES)})")
+              f"(joints: {', '.join(synth.JOINT_NAMES)})")
 
 
 @convert_app.command("mpii")
-def convert_mpii(root: Path, out_dir: Annotated[Path, typer.Option("--out", help="Output shards folder.")],
+def convert_mpii_command(root: Path, out_dir: Annotated[Path, typer.Option("--out", help="Output shards folder.")],
                  mat: Annotated[Path | None, typer.Option(help="RELEASE .mat (default: ROOT/"
                                                           "mpii_human_pose_v1_u12_1.mat).")] = None,
                  images: Annotated[Path | None, typer.Option(help="Image folder (default: ROOT/images).")] = None,
@@ -189,12 +191,9 @@ def convert_mpii(root: Path, out_dir: Annotated[Path, typer.Option("--out", help
 
     Example: fastpose convert mpii data/mpii --out data/mpii-shards --val-list data/mpii/detections.mat
     """
-    import time
-
-    from fastpose.convert import mpii
 
     t0 = time.perf_counter()
-    result = mpii.convert_mpii(root, out_dir, mat=mat, images=images, val_list=val_list, split=split, seed=seed,
+    result = mpii.convert(root, out_dir, mat=mat, images=images, val_list=val_list, split=split, seed=seed,
                                workers=workers, skip_bad=skip_bad, overwrite=overwrite,
                                samples_per_shard=samples_per_shard, jpeg_quality=jpeg_quality)
     _report_convert(result, out_dir, time.perf_counter() - t0)
@@ -213,8 +212,6 @@ def weights_download(
 
     Example: fastpose weights download resnet101 --out weights   (mirror: FASTPOSE_WEIGHTS_URL=https://...)
     """
-    from fastpose import weights
-
     path = weights.download(name, out_dir, progress=sys.stderr.isatty())
     out.print(f"init_weights: {path.resolve()}", highlight=False, soft_wrap=True)
 
@@ -246,7 +243,7 @@ def _eval_table(metrics: dict, title: str | None = None) -> Table:
 
 
 @app.command("eval")
-def eval_(config: Annotated[Path | None, typer.Argument(help="Config file (default: the one stored in the "
+def eval_command(config: Annotated[Path | None, typer.Argument(help="Config file (default: the one stored in the "
                                                         "snapshot).")] = None,
           checkpoint: Annotated[Path | None, typer.Option(help="Snapshot .pt (default: the latest in the config's "
                                                           "out_dir).")] = None,
@@ -264,9 +261,6 @@ def eval_(config: Annotated[Path | None, typer.Argument(help="Config file (defau
 
     Example: fastpose eval configs/demo.yaml --checkpoint demo_out/run/snapshot-600.pt --split test --json m.json
     """
-    from fastpose.errors import out_file, out_folder
-    from fastpose.evaluate import evaluate, write_outputs
-
     # Output paths are checked before the run, not when it is over.
     if json_out is not None:
         out_file(json_out, "--json", "metrics.json")
@@ -274,22 +268,18 @@ def eval_(config: Annotated[Path | None, typer.Argument(help="Config file (defau
         out_folder(out_dir, "--out")
     cfg = None
     if config is not None:
-        from fastpose.config import load
-
         cfg = load(config, set_)
     if checkpoint is None:
-        from fastpose.checkpoint import latest_snapshot
-
         if cfg is None:
             raise UserError("fastpose eval needs --checkpoint SNAPSHOT, or a CONFIG whose out_dir holds snapshots.")
         checkpoint = latest_snapshot(cfg.out_dir, cfg.snapshot_prefix)
         if checkpoint is None:
             raise UserError(f"No snapshot in {cfg.out_dir} (the config's out_dir). Train first, or pass "
                             f"--checkpoint SNAPSHOT.")
-    result = evaluate(cfg, checkpoint, split, data, batch_size, device, pck_threshold, pckh_threshold)
+    result = evaluate.evaluate(cfg, checkpoint, split, data, batch_size, device, pck_threshold, pckh_threshold)
     used = result["config"]
     split = split or used.test_split
-    written = write_outputs(result, out_dir or Path(checkpoint).parent / f"eval-{split}", json_out)
+    written = evaluate.write_outputs(result, out_dir or Path(checkpoint).parent / f"eval-{split}", json_out)
     out.print(f"{checkpoint}: split '{split}', {result['metrics']['samples']} samples with labelled joints "
               f"(percent correct)", highlight=False)
     out.print(_eval_table(result["metrics"]))
@@ -301,8 +291,8 @@ def eval_(config: Annotated[Path | None, typer.Argument(help="Config file (defau
     out.print("wrote " + ", ".join(str(p) for p in written))
 
 
-@app.command()
-def predict(images: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
+@app.command("predict")
+def predict_command(images: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
             checkpoint: Annotated[Path, typer.Option(help="Snapshot .pt of a trained model.")],
             out_dir: Annotated[Path, typer.Option("--out", help="Output folder (a .json and .png per image).")],
             batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
@@ -318,13 +308,10 @@ def predict(images: Annotated[list[str], typer.Argument(help="Image files, folde
 
     Example: fastpose predict --checkpoint demo_out/run/snapshot-400.pt 'photos/*.jpg' --out preds --min-score 0.3
     """
-    import time
-
-    from fastpose.predict import predict as run_predict
 
     t0 = time.perf_counter()
     skipped: list = []
-    docs = run_predict(checkpoint, images, out_dir, batch_size=batch_size, device=device, min_score=min_score,
+    docs = predict.predict(checkpoint, images, out_dir, batch_size=batch_size, device=device, min_score=min_score,
                        multi_person=multi_person, skip_bad=skip_bad, skipped=skipped)
     seconds = time.perf_counter() - t0
     out.print(f"wrote {len(docs)} predictions (.json + .png) to {out_dir} in {seconds:.1f} s")
@@ -334,8 +321,8 @@ def predict(images: Annotated[list[str], typer.Argument(help="Image files, folde
                   highlight=False)
 
 
-@app.command()
-def bench(part: Annotated[str, typer.Argument(help="data | targets | step | e2e | all")] = "all",
+@app.command("bench")
+def bench_command(part: Annotated[str, typer.Argument(help="data | targets | step | e2e | all")] = "all",
           config: Annotated[Path | None, typer.Option(help="Config (default: fastpose defaults, resnet_50).")] = None,
           data: Annotated[Path | None, typer.Option(help="Shards folder for data/e2e (default: the config's "
                                                     "dataset).")] = None,
@@ -350,21 +337,18 @@ def bench(part: Annotated[str, typer.Argument(help="data | targets | step | e2e 
 
     Example: fastpose bench step --config configs/demo.yaml --batch-size 8 --size 256 --json bench.json
     """
-    from fastpose import bench as bench_mod
-    from fastpose.errors import out_file
-
     if json_out is not None:  # checked before the run, not when it is over
         out_file(json_out, "--json", "bench.json")
-    report = bench_mod.run(bench_mod.parse_parts(part), config=config, overrides=set_, data=data,
+    report = bench.run(bench.parse_parts(part), config=config, overrides=set_, data=data,
                            batch_size=batch_size, size=size, iters=iters, warmup=warmup, device=device)
-    out.print(bench_mod.table(report))
+    out.print(bench.table(report))
     if json_out is not None:
-        bench_mod.write_json(report, json_out)
+        bench.write_json(report, json_out)
         out.print(f"wrote {json_out}")
 
 
-@app.command()
-def train(config: Path, set_: SetOpt = None,
+@app.command("train")
+def train_command(config: Path, set_: SetOpt = None,
           resume: Annotated[bool, typer.Option("--resume", help="Continue the run in out_dir from its newest "
                                                "snapshot (exactly: same weights as an uninterrupted run).")] = False,
           max_iters: Annotated[int | None, typer.Option(help="Stop after this iteration (the schedule is "
@@ -374,33 +358,28 @@ def train(config: Path, set_: SetOpt = None,
     Example: fastpose train configs/mpii.yaml --set batch_size=16
     Many GPUs: torchrun --nproc-per-node 8 -m fastpose train configs/mpii.yaml
     """
-    from fastpose.config import load
-    from fastpose.train import train as run
-
-    result = run(load(config, set_), resume=resume, max_iters=max_iters)
+    result = train.train(load(config, set_), resume=resume, max_iters=max_iters)
     out.print(f"finished at iteration {result['iteration']}; snapshot {result['snapshot']}")
 
 
 @app.command("pairwise-stats")
-def pairwise_stats(config: Path, set_: SetOpt = None,
-                   out_file: Annotated[Path | None, typer.Option("--out", help="Output .npz/.mat (default: the "
+def pairwise_stats_command(config: Path, set_: SetOpt = None,
+                   out_path: Annotated[Path | None, typer.Option("--out", help="Output .npz/.mat (default: the "
                                                                  "config's pairwise_stats_fn).")] = None) -> None:
     """Mean and std of every joint pair's offset over the persons of the training split (for the pairwise head).
 
     Example: fastpose pairwise-stats configs/coco.yaml   (then train with --set pairwise_predict=true)
     """
-    from fastpose.config import load
-    from fastpose.pairwise import write_stats
-
-    result = write_stats(load(config, set_), out_file)
+    result = pairwise.write_stats(load(config, set_), out_path)
     out.print(f"wrote {result['path']}: {result['pairs_seen']} of {result['pairs']} joint pairs seen "
               f"({result['joints']} joints)")
 
 
 @app.command("fit-assembly")
-def fit_assembly(config: Path, checkpoint: Annotated[Path, typer.Option(help="Snapshot .pt of a trained model.")],
-                 set_: SetOpt = None,
-                 out_file: Annotated[Path | None, typer.Option("--out", help="Output .json (default: "
+def fit_assembly_command(config: Path,
+                         checkpoint: Annotated[Path, typer.Option(help="Snapshot .pt of a trained model.")],
+                         set_: SetOpt = None,
+                 out_path: Annotated[Path | None, typer.Option("--out", help="Output .json (default: "
                                                                "<checkpoint>.assembly.json).")] = None,
                  max_images: Annotated[int, typer.Option(help="Training images to fit on.")] = 500,
                  device: Annotated[str, typer.Option(help="cpu | cuda | auto.")] = "auto") -> None:
@@ -408,16 +387,13 @@ def fit_assembly(config: Path, checkpoint: Annotated[Path, typer.Option(help="Sn
 
     Example: fastpose fit-assembly configs/coco.yaml --checkpoint runs/coco/snapshot-225000.pt
     """
-    from fastpose.assembly import fit_assembly as run
-    from fastpose.config import load
-
-    result = run(load(config, set_), checkpoint, out=out_file, max_images=max_images, device=device)
+    result = assembly.fit_assembly(load(config, set_), checkpoint, out=out_path, max_images=max_images, device=device)
     out.print(f"wrote {result['path']}: {result['images']} images, {result['positives']} same-person and "
               f"{result['negatives']} different-person pairs, train accuracy {result['train_accuracy']:.3f}")
 
 
 @convert_app.command("coco")
-def convert_coco(images: Annotated[Path, typer.Option(help="Folder of the json's images (file_name).")],
+def convert_coco_command(images: Annotated[Path, typer.Option(help="Folder of the json's images (file_name).")],
                  annotations: Annotated[Path, typer.Option(help="COCO keypoints json (person_keypoints_*.json; "
                                                            "OCHuman/CrowdPose files work too).")],
                  out_dir: Annotated[Path, typer.Option("--out", help="Output shards folder.")],
@@ -431,19 +407,16 @@ def convert_coco(images: Annotated[Path, typer.Option(help="Folder of the json's
     Example: fastpose convert coco --images coco/val2017 --annotations coco/annotations/person_keypoints_val2017.json \
     --out data/coco-val
     """
-    import time
-
-    from fastpose.convert import coco
 
     t0 = time.perf_counter()
-    result = coco.convert_coco(images, annotations, out_dir, min_keypoints=min_keypoints, split=split, seed=seed,
+    result = coco.convert(images, annotations, out_dir, min_keypoints=min_keypoints, split=split, seed=seed,
                                workers=workers, skip_bad=skip_bad, overwrite=overwrite,
                                samples_per_shard=samples_per_shard, reencode_jpeg=reencode_jpeg)
     _report_convert(result, out_dir, time.perf_counter() - t0)
 
 
-@app.command()
-def demo(out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo_out"),
+@app.command("demo")
+def demo_command(out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo_out"),
          config: Annotated[Path, typer.Option(help="The demo config.")] = Path("configs/demo.yaml"),
          n: Annotated[int, typer.Option(help="Synthetic images to draw.")] = 600,
          max_iters: Annotated[int | None, typer.Option(help="Stop training early.")] = None,
@@ -452,9 +425,7 @@ def demo(out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] 
 
     Example: fastpose demo --out demo_out   (what `make demo` runs)
     """
-    from fastpose.demo import run
-
-    result = run(config, out_dir, n=n, overrides=set_, max_iters=max_iters)
+    result = demo.run(config, out_dir, n=n, overrides=set_, max_iters=max_iters)
     out.print(_eval_table(result["metrics"], f"held-out synthetic images ({result['metrics']['samples']} samples)"))
     out.print(f"predictions drawn in {result['picture']}; snapshot {result['train']['snapshot']}")
 

@@ -14,19 +14,27 @@ from __future__ import annotations
 import torch
 
 
-def valid_cells(valid_hw: torch.Tensor, grid: tuple[int, int], stride: int) -> torch.Tensor:
-    """(B, H, W) bool: the cells whose centre lies inside the valid (unpadded) image, centre < valid size.
+def valid_grid(valid_hw, stride: int) -> torch.Tensor:
+    """(..., 2) int64 rows and columns of output cells whose centre lies inside the valid (unpadded) image: cell
+    (j, i) is inside when j * stride + stride / 2 < height (and likewise i for the width), so the counts are
+    ceil((size - stride / 2) / stride), at least 0. valid_hw (..., 2) = (height, width) in network-input pixels.
 
-    valid_hw (B, 2) = (height, width) of each image in network-input pixels before batch padding. This is the
-    complement of the cells training ignores (fastpose.train.padding_ignore), whose logits are never trained.
+    The one definition of "inside the image" for training (its padding mask), decoding and the assembly."""
+    hw = torch.as_tensor(valid_hw).to(torch.float64)
+    return torch.ceil((hw - stride / 2) / stride).clamp(min=0).to(torch.int64)
+
+
+def valid_cells(valid_hw: torch.Tensor, grid: tuple[int, int], stride: int) -> torch.Tensor:
+    """(B, H, W) bool: the cells of a (H, W) grid inside each valid image (`valid_grid`).
+
+    valid_hw (B, 2) = (height, width) of each image in network-input pixels before batch padding. Training ignores
+    the complement (fastpose.train.padding_ignore): those logits are never trained.
     """
     h, w = grid
     valid_hw = torch.as_tensor(valid_hw)
-    device = valid_hw.device
-    centre_y = torch.arange(h, device=device) * stride + stride / 2  # (H,)
-    centre_x = torch.arange(w, device=device) * stride + stride / 2  # (W,)
-    rows = centre_y[None, :] < valid_hw[:, 0:1]  # (B, H)
-    cols = centre_x[None, :] < valid_hw[:, 1:2]  # (B, W)
+    counts = valid_grid(valid_hw, stride).to(valid_hw.device)  # (B, 2)
+    rows = torch.arange(h, device=valid_hw.device)[None, :] < counts[:, 0:1]  # (B, H)
+    cols = torch.arange(w, device=valid_hw.device)[None, :] < counts[:, 1:2]  # (B, W)
     return rows[:, :, None] & cols[:, None, :]
 
 

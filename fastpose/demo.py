@@ -16,9 +16,10 @@ import numpy as np
 from fastpose.atomic import write_atomic
 from fastpose.config import load
 from fastpose.convert import mat, synth
+from fastpose.draw import draw_pose
 from fastpose.errors import UserError
 from fastpose.evaluate import evaluate
-from fastpose.predict import draw_pose
+from fastpose.pipeline import decode_rgb
 from fastpose.shards import ShardDataset
 from fastpose.train import train
 
@@ -53,8 +54,7 @@ def draw_predictions(shards: Path, evaluation: dict, cfg, path: Path, count: int
     ds = ShardDataset(shards, "test")
     tiles = []
     for i in range(min(count, len(ds))):
-        sample = ds[i]
-        img = cv2.imdecode(np.frombuffer(sample.image, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]  # RGB
+        img = decode_rgb(ds.image_bytes(i))  # (H, W, 3) RGB
         pred = evaluation["predictions"][i]  # (K, 3) x, y, score in sample pixels
         drawn = draw_pose(np.ascontiguousarray(img), pred[:, :2], pred[:, 2], cfg.skeleton)
         tiles.append(cv2.resize(drawn, (208, 208)))

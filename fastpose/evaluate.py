@@ -19,82 +19,24 @@ metrics dict {"pck": {"threshold", "per_joint", "per_group", "mean"}, "pckh": {.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 import torch
 
-from fastpose import metrics
+from fastpose import dataset, metrics
+from fastpose.assembly import assemble_persons, classifier_for
 from fastpose.atomic import write_atomic
+from fastpose.checkpoint import load_model
 from fastpose.config import Config, with_joints
 from fastpose.decode import decode, to_sample, to_source
-from fastpose.device import pick_device
+from fastpose.device import autocast, pick_device
 from fastpose.errors import UserError, out_file, out_folder
+from fastpose.pipeline import build_loader
 from fastpose.shards import ShardDataset
-
-
-def autocast(cfg: Config, device: torch.device):
-    """Mixed precision as in training: bf16/fp16 autocast on CUDA; the CPU runs fp32."""
-    if device.type == "cuda" and cfg.precision in ("bf16", "fp16"):
-        dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
-
-
-def load_model(checkpoint, device: torch.device, cfg: Config | None = None):
-    """(model in eval mode on `device`, its Config) from a snapshot path; cfg defaults to the snapshot's own."""
-    from fastpose.checkpoint import config_from_snapshot, load_snapshot
-    from fastpose.model import build_model
-
-    ckpt = load_snapshot(checkpoint)
-    if cfg is None:
-        cfg = config_from_snapshot(ckpt)
-    model = build_model(cfg)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError:
-        own, saved = model.state_dict(), ckpt["model"]
-        shapes = [f"{k} is {tuple(v.shape)} in the snapshot, {tuple(own[k].shape)} for the config"
-                  for k, v in saved.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-        keys = [f"{len(set(saved) - set(own))} snapshot keys the config's network lacks (e.g. "
-                f"{sorted(set(saved) - set(own))[0]})"] if set(saved) - set(own) else []
-        keys += [f"{len(set(own) - set(saved))} keys of the config's network the snapshot lacks (e.g. "
-                 f"{sorted(set(own) - set(saved))[0]})"] if set(own) - set(saved) else []
-        raise UserError(f"{checkpoint}: its weights do not fit the network of the config (net_type {cfg.net_type}, "
-                        f"{cfg.num_joints} joints, location_refinement {cfg.location_refinement}): "
-                        f"{'; '.join((shapes[:2] + keys) or ['the state_dict does not load'])}. Evaluate with the "
-                        f"config the snapshot was trained with (leave out the config argument to use the one stored "
-                        f"in the snapshot).") from None
-    return model.to(device).eval(), cfg
-
-
-def valid_grid(valid_h: int, valid_w: int, stride: int) -> tuple[int, int]:
-    """Rows and columns of output cells whose centre lies inside a valid_h x valid_w image (decode.valid_cells)."""
-    return (max(0, math.ceil((valid_h - stride / 2) / stride)), max(0, math.ceil((valid_w - stride / 2) / stride)))
-
-
-def assemble_persons(heads: dict, b: int, valid_hw, ratio: torch.Tensor, offset: torch.Tensor | None, scale: float,
-                     cfg: Config, assembly: dict | None) -> np.ndarray:
-    """Every person of image b of a batch's heads: (P, K, 3) float64 x, y, score in sample pixels (score 0 for a joint
-    the person lacks), from fastpose.assembly.assemble on the image's cells (valid_grid) only.
-
-    ratio (2,) x, y resize ratio of the image; offset (2,) its crop origin or None; scale: network pixels per dataset
-    pixel, which scales the pairwise statistics."""
-    from fastpose.assembly import assemble
-
-    gh, gw = valid_grid(int(valid_hw[0]), int(valid_hw[1]), cfg.stride)
-    cells = {k: None if heads.get(k) is None else heads[k][b, :, :gh, :gw].float().cpu()
-             for k in ("part", "locref", "pairwise")}  # (C, gh, gw) each
-    found = torch.as_tensor(assemble(cells["part"], cells["locref"], cells["pairwise"], cfg, assembly, scale=scale))
-    found = found.reshape(-1, cfg.num_joints, 3).float()  # (P, K, 3) network-input pixels
-    n = len(found)
-    found = to_sample(found, ratio[None].expand(n, 2), None if offset is None else offset[None].expand(n, 2))
-    return found.double().numpy()
 
 
 @torch.no_grad()
@@ -107,8 +49,6 @@ def predict_split(model, cfg: Config, dataset_dir: str | Path, split: str, batch
     sample pixels, score 0 for a joint a person lacks (fastpose.assembly.assemble on the sample's cells inside the
     image, with the edge classifier `assembly` or its defaults).
     """
-    from fastpose.pipeline import build_loader
-
     ds = ShardDataset(dataset_dir, split)
     n = len(ds)
     sizes = torch.from_numpy(ds.column("size").reshape(n, 3)[:, [2, 1]].astype(np.float64))  # (N, 2) W, H
@@ -120,7 +60,7 @@ def predict_split(model, cfg: Config, dataset_dir: str | Path, split: str, batch
     memory_format = torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.contiguous_format
     for batch in loader:
         images = batch.images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        with autocast(cfg, device):
+        with autocast(cfg.precision, device):
             heads = model(images)
         joints = decode(heads["part"], heads["locref"], cfg.stride, cfg.locref_stdev,
                         batch.valid_hw.to(device))  # (B, K, 3) network-input pixels
@@ -230,9 +170,7 @@ def evaluate(cfg: Config | None, model_or_checkpoint, split: str | None = None, 
                         "in the config.")
     dataset_dir = Path(dataset_dir or cfg.dataset)
     if dataset_dir.suffix == ".mat":  # the seed's dataset.mat: converted into cached shards once, as training does
-        from fastpose.train import resolve_dataset
-
-        dataset_dir = resolve_dataset(dataclasses.replace(cfg, dataset=str(dataset_dir)), quiet=True)
+        dataset_dir = dataset.resolve(dataclasses.replace(cfg, dataset=str(dataset_dir)), quiet=True)
     ds = ShardDataset(dataset_dir, split)
     if not cfg.num_joints or not cfg.joint_names:
         cfg = with_joints(cfg, ds.num_joints, ds.joint_names, ds.all_joints, ds.skeleton)
@@ -243,8 +181,11 @@ def evaluate(cfg: Config | None, model_or_checkpoint, split: str | None = None, 
     model.eval()
     coco, assembly, coco_note = ds.manifest.get("source", {}).get("format") == "coco", None, None
     if coco:
-        assembly, coco_note = _assembly_model(cfg, model_or_checkpoint)
+        assembly, coco_note = classifier_for(cfg, model_or_checkpoint if isinstance(model_or_checkpoint, str | Path)
+                                             else None)
         coco = coco_note is None
+        if coco_note:
+            coco_note = f"COCO AP not computed: {coco_note}"
     persons: list | None = [] if coco else None
     try:
         pred, _ = predict_split(model, cfg, dataset_dir, split, batch_size or cfg.batch_size, dev, persons, assembly)
@@ -271,20 +212,6 @@ def evaluate(cfg: Config | None, model_or_checkpoint, split: str | None = None, 
     src = to_source(torch.from_numpy(pred), torch.from_numpy(gt["transform"])).double().numpy()  # (N, K, 3)
     return {"metrics": result, "predictions": pred, "source_predictions": src, "ground_truth": gt, "config": cfg,
             "coco_results": results}
-
-
-def _assembly_model(cfg: Config, model_or_checkpoint) -> tuple[dict | None, str | None]:
-    """(the edge classifier fitted for a snapshot by `fastpose fit-assembly`, or None for the defaults; a note when
-    multi-person evaluation cannot run: no classifier and no pairwise statistics)."""
-    from fastpose.assembly import load_model as load_assembly
-    from fastpose.assembly import model_path
-
-    if isinstance(model_or_checkpoint, str | Path) and model_path(model_or_checkpoint).is_file():
-        return load_assembly(model_path(model_or_checkpoint)), None
-    if Path(cfg.pairwise_stats_fn).is_file():
-        return None, None
-    return None, (f"COCO AP not computed: multi-person assembly needs `fastpose fit-assembly` for the snapshot or the "
-                  f"pairwise statistics {cfg.pairwise_stats_fn} (`fastpose pairwise-stats CONFIG`)")
 
 
 def write_outputs(result: dict, out_dir: str | Path, json_path: str | Path | None = None) -> list[Path]:

@@ -25,17 +25,13 @@ import numpy as np
 import scipy.io
 import torch
 
+from fastpose import dataset
 from fastpose.atomic import write_atomic
+from fastpose.config import Config
 from fastpose.errors import UserError, out_file
+from fastpose.shards import ShardDataset
 
 CHUNK = 4096  # persons per numpy block: (CHUNK, K, K, 2) float64 stays small for any K up to ~30
-
-
-def pair_id(s: int, e: int, k: int) -> int:
-    """Channel pair id of the ordered pair (s, e), s != e: (K - 1) s + e - [s < e] (the row-major off-diagonal)."""
-    if s == e or not (0 <= s < k and 0 <= e < k):
-        raise ValueError(f"pair ({s}, {e}) is not an ordered pair of distinct joints in 0..{k - 1}")
-    return (k - 1) * s + e - (1 if s < e else 0)
 
 
 def _offsets(joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,8 +72,6 @@ def compute_stats(joints: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def stats_from_shards(dataset_dir: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """compute_stats over every person of a shards split (reads only the joints column)."""
-    from fastpose.shards import ShardDataset
-
     ds = ShardDataset(dataset_dir, split)
     try:
         joints = ds.column("joints").reshape(-1, ds.num_joints, 3)  # (P_total, K, 3)
@@ -138,11 +132,18 @@ def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float64), std.astype(np.float64)
 
 
+def stats_for(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) (K, K, 2) float64 of cfg.pairwise_stats_fn, checked against the config's joint set."""
+    mean, std = load_stats(cfg.pairwise_stats_fn)
+    if cfg.num_joints and mean.shape[0] != cfg.num_joints:
+        raise UserError(f"{cfg.pairwise_stats_fn} holds statistics for {mean.shape[0]} joints but the dataset has "
+                        f"{cfg.num_joints}. Compute them for this dataset with `fastpose pairwise-stats CONFIG`.")
+    return mean, std
+
+
 def write_stats(cfg, out: str | Path | None = None, quiet: bool = False) -> dict:
     """`fastpose pairwise-stats`: statistics of cfg.split of cfg.dataset, saved to `out` or cfg.pairwise_stats_fn."""
-    from fastpose.train import prepare
-
-    cfg, data_dir = prepare(cfg, quiet=quiet)
+    cfg, data_dir = dataset.bind_joints(cfg, quiet=quiet)
     mean, std, count = stats_from_shards(data_dir, cfg.split)
     note = _unseen_note(count)
     if note:
@@ -175,5 +176,5 @@ def sample_stats(mean, std, scale: torch.Tensor, flipped: torch.Tensor | None = 
     return (m_b * s).contiguous(), (sd_b * s).contiguous()
 
 
-__all__ = ["pair_id", "compute_stats", "stats_from_shards", "save_stats", "load_stats", "write_stats",
+__all__ = ["compute_stats", "stats_for", "stats_from_shards", "save_stats", "load_stats", "write_stats",
            "sample_stats"]

@@ -54,7 +54,6 @@ sample is replaced by the next good one of the epoch (an eval row becomes paddin
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -285,15 +284,30 @@ def check_image(data: bytes, size: tuple[int, int, int]) -> str | None:
     return None
 
 
-def decode_check(data: bytes) -> str | None:
-    """Why `data` cannot be decoded (full decode with OpenCV), or None."""
-    import cv2
+def decode_rgb(data: bytes) -> np.ndarray | None:
+    """Encoded image bytes (PNG, JPEG, ... as OpenCV reads them) -> (H, W, 3) uint8 RGB, or None when they do not
+    decode. The one CPU decoder outside DALI: inference inputs, the assembly fit, the demo's pictures, bad-sample
+    checks."""
+    import cv2  # imported here: only workers and inference need it
 
     try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    except cv2.error as e:
-        return f"the image cannot be decoded ({e})"
-    return None if img is not None else "the image cannot be decoded"
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if len(data) else None
+    except cv2.error:
+        return None
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def decode_check(data: bytes) -> str | None:
+    """Why `data` cannot be decoded (full decode with OpenCV), or None."""
+    return None if decode_rgb(data) is not None else "the image cannot be decoded"
+
+
+def eval_augment(cfg, num_joints: int = 0) -> Augment:
+    """The evaluation geometry of a config: scale = global_scale clamped by min/max_input_size, no jitter, mirror or
+    crop (what `fastpose eval` and every inference path apply)."""
+    return Augment(train=False, global_scale=float(cfg.global_scale), jitter_lo=1.0, jitter_up=1.0, mirror=False,
+                   max_input_size=int(cfg.max_input_size), min_input_size=int(cfg.min_input_size), crop_w=0,
+                   crop_h=0, seed=int(cfg.seed), perm=tuple(range(num_joints)), stride=int(cfg.stride))
 
 
 def _bad_sample_error(ds: ShardDataset, index: int, reason: str) -> UserError:
@@ -366,9 +380,7 @@ class _Source:
 
     def ignore_rles(self, index: int) -> list[dict]:
         """meta["ignore_rle"] of a sample: reads only its meta string (not the whole sample with its image)."""
-        shard, row = self.ds.locate(index)
-        raw = self.ds._file(shard)["meta"][row]
-        return json.loads(raw.decode() if isinstance(raw, bytes) else str(raw)).get("ignore_rle", [])
+        return self.ds.meta(index).get("ignore_rle", [])
 
     def size(self, index: int) -> np.ndarray:
         """(3,) C, H, W of a sample; the column is read once per worker (reading whole samples costs ~2 ms each)."""
@@ -626,4 +638,4 @@ def build_loader(cfg, dataset_dir, split: str = "train", *, train: bool = True, 
 
 
 __all__ = ["Batch", "Loader", "build_loader", "epoch_order", "batches_per_epoch", "sample_params", "transform_joints",
-           "check_image", "symmetric_permutation", "Augment", "Params", "ignore_grid"]
+           "check_image", "decode_check", "decode_rgb", "eval_augment", "Augment", "Params", "ignore_grid"]

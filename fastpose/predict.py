@@ -1,82 +1,30 @@
 """`fastpose predict`: run a trained model on image files and write the joints (JSON) and a drawing (PNG) per image.
 
-Images are decoded with OpenCV, resized by the config's global_scale (bilinear, the pipeline's pixel convention), padded
-to a multiple of 16 and run in batches on the CPU or GPU; `fastpose.decode` turns the heads' outputs into joints in the
-original image's pixels. `draw_pose` is also what the trainer's TensorBoard images and the demo use.
+Images are decoded, resized by the config's global_scale and padded as the eval pipeline does (`fastpose.images`), and
+run in batches on the CPU or GPU; `fastpose.decode` turns the heads' outputs into joints in the original image's pixels
+(single person), `fastpose.assembly` into every person of the image (multi-person); `fastpose.draw` draws them.
 """
 
 from __future__ import annotations
 
 import glob
 import json
-import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from fastpose.assembly import assemble_persons, classifier_for
 from fastpose.atomic import write_atomic
+from fastpose.checkpoint import load_model
+from fastpose.decode import decode, to_sample
+from fastpose.device import autocast, pick_device
+from fastpose.draw import draw_persons, draw_pose
 from fastpose.errors import UserError, out_folder
+from fastpose.images import network_batch, read_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-PAD_MULTIPLE = 16  # the backbone's output stride: 2 * ceil(H / 16) cells at stride 8
-
-
-def score_colour(score: float) -> tuple[int, int, int]:
-    """RGB colour of a confidence in [0, 1]: red (0) through yellow (0.5) to green (1)."""
-    s = float(np.clip(score, 0.0, 1.0)) if np.isfinite(score) else 0.0
-    return (int(round(255 * min(1.0, 2 - 2 * s))), int(round(255 * min(1.0, 2 * s))), 0)
-
-
-def person_colour(index: int) -> tuple[int, int, int]:
-    """RGB colour of person `index`: hues spaced by the golden angle (neighbours differ strongly), full brightness."""
-    hue = int(round(((index * 0.618033988749895) % 1.0) * 179))  # OpenCV hue range 0..179
-    hsv = np.array([[[hue, 210, 255]]], np.uint8)
-    return tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
-
-
-def draw_pose(image: np.ndarray, joints, scores=None, skeleton=None, min_score: float = 0.0,
-              colour: tuple[int, int, int] | None = None) -> np.ndarray:
-    """A copy of `image` (H, W, 3) uint8 RGB with the skeleton drawn: joints as dots, edges as lines, each coloured
-    by confidence (red -> green; an edge takes the weaker of its two joints), or all in `colour` when given (one
-    colour per person: `draw_persons`). Joints with score < min_score or non-finite coordinates are not drawn, nor
-    their edges.
-
-    joints (K, 2+) x, y in the image's pixels; scores (K,) (default: joints[:, 2] when present, else all 1);
-    skeleton a list of [a, b] joint-id pairs.
-    """
-    img = np.ascontiguousarray(image.copy())
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    joints = np.asarray(joints, dtype=np.float64)
-    if scores is None:
-        scores = joints[:, 2] if joints.shape[1] > 2 else np.ones(len(joints))
-    scores = np.asarray(scores, dtype=np.float64)
-    shown = np.isfinite(joints[:, :2]).all(axis=1) & (scores >= min_score)  # (K,)
-    size = max(img.shape[0], img.shape[1])
-    thickness = max(1, int(round(size / 250)))
-    radius = max(2, int(round(size / 120)))
-    # cv2 draws at integer pixel centres; shift=4 gives 1/16-pixel precision for the sub-pixel joint positions.
-    pts = np.round(np.nan_to_num(joints[:, :2]) * 16).astype(np.int64)
-    for a, b in skeleton or []:
-        if a < len(joints) and b < len(joints) and shown[a] and shown[b]:
-            line = colour or score_colour(min(scores[a], scores[b]))
-            cv2.line(img, tuple(int(v) for v in pts[a]), tuple(int(v) for v in pts[b]), line, thickness,
-                     cv2.LINE_AA, shift=4)
-    for k in np.flatnonzero(shown):
-        centre = tuple(int(v) for v in pts[k])
-        cv2.circle(img, centre, radius * 16, (255, 255, 255), -1, cv2.LINE_AA, shift=4)
-        cv2.circle(img, centre, max(1, radius - 1) * 16, colour or score_colour(scores[k]), -1, cv2.LINE_AA, shift=4)
-    return img
-
-
-def draw_persons(image: np.ndarray, persons, skeleton=None, min_score: float = 0.0) -> np.ndarray:
-    """A copy of `image` with every person of persons (N, K, 3) x, y, score drawn in its own colour (person_colour)."""
-    img = image
-    for i, pose in enumerate(np.asarray(persons, np.float64)):
-        img = draw_pose(img, pose[:, :2], pose[:, 2], skeleton, min_score, colour=person_colour(i))
-    return np.ascontiguousarray(image.copy()) if len(persons) == 0 else img
 
 
 def expand_inputs(items: list[str]) -> list[Path]:
@@ -108,65 +56,17 @@ def expand_inputs(items: list[str]) -> list[Path]:
     return unique
 
 
-def read_image(path: Path, where: str = "") -> np.ndarray:
-    """(H, W, 3) uint8 RGB, or UserError for a file OpenCV cannot decode (`where` is added after the path)."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None:
-        raise UserError(f"{path}{where} could not be decoded as an image. Pass PNG/JPEG files, or remove this one.")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def prepare(image: np.ndarray, cfg) -> tuple[np.ndarray, tuple[int, int]]:
-    """(H, W, 3) uint8 RGB -> ((h, w, 3) float32 network input, (h, w)) as the eval pipeline makes it: scale =
-    global_scale (clamped by min/max_input_size, `pipeline.sample_params`), resized to floor(W s) x floor(H s) with the
-    pixel-centre convention, mean_pixel subtracted."""
-    from fastpose.pipeline import Augment, sample_params
-
-    h, w = image.shape[:2]
-    aug = Augment(train=False, global_scale=float(cfg.global_scale), jitter_lo=1.0, jitter_up=1.0, mirror=False,
-                  max_input_size=int(cfg.max_input_size), min_input_size=int(cfg.min_input_size), crop_w=0,
-                  crop_h=0, seed=0, perm=())
-    p = sample_params(aug, 0, 0, w, h, np.zeros((0, max(cfg.num_joints, 1), 3), np.float32))
-    if (p.res_w, p.res_h) != (w, h):
-        # Area averaging when shrinking (antialiased, as DALI's resize), bilinear when enlarging; both map pixel
-        # centres x -> (x + 0.5) * (w' / w) - 0.5.
-        shrink = p.res_w < w or p.res_h < h
-        image = cv2.resize(image, (p.res_w, p.res_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    net = image.astype(np.float32) - np.asarray(cfg.mean_pixel, np.float32)  # (h, w, 3)
-    return net, (p.res_h, p.res_w)
-
-
-def batch_images(prepared: list[np.ndarray]) -> torch.Tensor:
-    """(B, 3, H, W) float32, each image padded with 0 (after mean subtraction, as the pipeline) to the batch's
-    largest size rounded up to a multiple of 16."""
-    hmax = math.ceil(max(a.shape[0] for a in prepared) / PAD_MULTIPLE) * PAD_MULTIPLE
-    wmax = math.ceil(max(a.shape[1] for a in prepared) / PAD_MULTIPLE) * PAD_MULTIPLE
-    out = np.zeros((len(prepared), 3, hmax, wmax), np.float32)
-    for i, a in enumerate(prepared):
-        out[i, :, :a.shape[0], :a.shape[1]] = a.transpose(2, 0, 1)
-    return torch.from_numpy(out)
-
-
 @torch.no_grad()
 def _forward(model, cfg, images: list[np.ndarray], device: torch.device):
     """Heads of a list of (H, W, 3) uint8 RGB images: (heads dict, valid_hw (B, 2) resized h, w, ratio (B, 2) x, y)."""
-    from fastpose.evaluate import autocast
-
-    prepared = [prepare(im, cfg) for im in images]
-    batch = batch_images([p[0] for p in prepared]).to(device)
-    valid_hw = torch.tensor([p[1] for p in prepared], dtype=torch.int64)  # (B, 2) resized h, w
-    with autocast(cfg, device):
-        heads = model(batch)
-    orig = torch.tensor([im.shape[:2] for im in images], dtype=torch.float64)  # (B, 2) H, W
-    ratio = (valid_hw.double() / orig).flip(1)  # (B, 2) x, y: the real resize ratios
+    batch, valid_hw, ratio = network_batch(images, cfg)
+    with autocast(cfg.precision, device):
+        heads = model(batch.to(device))
     return heads, valid_hw, ratio
 
 
 def _single(heads: dict, valid_hw: torch.Tensor, ratio: torch.Tensor, cfg) -> np.ndarray:
     """(B, K, 3) x, y, score in image pixels: the best cell per joint (single-person decoding)."""
-    from fastpose.decode import decode, to_sample
-
     joints = decode(heads["part"], heads["locref"], cfg.stride, cfg.locref_stdev,
                     valid_hw.to(heads["part"].device)).cpu()
     return to_sample(joints, ratio).double().numpy()
@@ -175,8 +75,6 @@ def _single(heads: dict, valid_hw: torch.Tensor, ratio: torch.Tensor, cfg) -> np
 def _persons(heads: dict, valid_hw: torch.Tensor, ratio: torch.Tensor, cfg, assembly: dict | None) -> list:
     """Per image, every person (multi-person assembly): (P_i, K, 3) x, y, score in image pixels, score 0 for a joint
     the person lacks. `assembly` is the fitted edge classifier (fastpose fit-assembly) or None for its defaults."""
-    from fastpose.evaluate import assemble_persons
-
     return [assemble_persons(heads, b, valid_hw[b], ratio[b], None, float(ratio[b].mean()), cfg, assembly)
             for b in range(len(valid_hw))]
 
@@ -200,9 +98,6 @@ def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, b
     "persons" list). None = automatic: on for models with a pairwise head or trained on COCO-type data, when an edge
     classifier (fastpose fit-assembly) or pairwise statistics are at hand.
     """
-    from fastpose.device import pick_device
-    from fastpose.evaluate import _assembly_model, load_model
-
     paths = expand_inputs(inputs)
     if batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {batch_size}.")
@@ -211,9 +106,9 @@ def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, b
     names = cfg.joint_names or [f"joint{k}" for k in range(cfg.num_joints)]
     assembly, note = None, None
     if multi_person is not False:
-        assembly, note = _assembly_model(cfg, checkpoint)
+        assembly, note = classifier_for(cfg, checkpoint)
         if note is not None and multi_person:
-            raise UserError(f"--multi-person: {note.replace('COCO AP not computed: ', '')}.")
+            raise UserError(f"--multi-person: {note}.")
         multi_person = note is None and (bool(multi_person) or cfg.pairwise_predict or cfg.dataset_type == "coco")
     out_dir = out_folder(out_dir, "--out")
     stems = _unique_stems(paths)

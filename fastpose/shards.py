@@ -35,7 +35,6 @@ dataset that looks complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -46,6 +45,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from fastpose.atomic import sha256_of
 from fastpose.errors import UserError, out_folder
 
 FORMAT = "fastpose-shards"
@@ -73,14 +73,6 @@ class Sample:
     @property
     def num_persons(self) -> int:
         return int(self.joints.shape[0])
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _person_column(samples: list[Sample], name: str, shape: tuple[int, ...], fill: float, dtype) -> np.ndarray:
@@ -299,6 +291,11 @@ class ShardDataset:
                                 f"is damaged, e.g. an incomplete copy. Copy it again, or convert it again; "
                                 f"`fastpose info {self.root} --verify` checks every shard.") from None
         return self._files[shard]
+
+    def meta(self, index: int) -> dict:
+        """The sample's meta dict alone (e.g. its ignore RLEs), without reading its image."""
+        shard, row = self.locate(index)
+        return json.loads(_str(self._file(shard)["meta"][row]))
 
     def image_bytes(self, index: int) -> bytes:
         shard, row = self.locate(index)

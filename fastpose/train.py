@@ -1,6 +1,8 @@
 """The training loop: shards -> DALI batches -> targets (Triton) -> ResNet -> losses (Triton) -> SGD step.
 
-`train(cfg)` is one readable function. Per iteration (1-based, as the reference's schedule):
+`train(cfg)` is the loop in one screen: `setup` makes everything it works with (a `Run`), `train_step` is one step
+(`fastpose bench` times the same function), `log_interval` and `save_interval` are the periodic blocks. Per iteration
+(1-based, as the reference's schedule):
 
     batch   = next(loader)                                   # images (B, 3, H, W), joints (B, P, K, 3), scale (B,)
     targets = make_targets(batch.joints, grid, stride, pos_dist_thresh * scale, locref_stdev, ignore=padding)
@@ -28,50 +30,29 @@ import json
 import os
 import signal
 import time
-from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from fastpose import checkpoint
-from fastpose.config import Config, symmetric_permutation, with_joints
-from fastpose.decode import valid_cells
+from fastpose import checkpoint, dataset
+from fastpose.config import Config, symmetric_permutation
+from fastpose.decode import decode, valid_cells
+from fastpose.device import autocast, grad_scaler, pick_device
+from fastpose.draw import draw_pose
 from fastpose.errors import UserError, out_folder
 from fastpose.kernels.losses import locref_loss, part_loss
 from fastpose.kernels.pairwise import make_pairwise_targets
 from fastpose.kernels.targets import make_targets
 from fastpose.model import build_model, load_imagenet
-from fastpose.pairwise import load_stats, sample_stats
-from fastpose.pipeline import build_loader
-from fastpose.shards import read_manifest
+from fastpose.pairwise import sample_stats, stats_for
+from fastpose.pipeline import Loader, build_loader
 
 console = Console(stderr=True)
-
-
-def resolve_dataset(cfg: Config, quiet: bool = False) -> Path:
-    """The shards folder of cfg.dataset; a `.mat` (the seed's format) is converted on first use into a cache."""
-    if not cfg.dataset:
-        raise UserError("The config has no `dataset:`. Set it to a shards folder (fastpose convert ...) or a "
-                        "dataset.mat.")
-    path = Path(cfg.dataset)
-    if path.suffix == ".mat":
-        from fastpose.convert.mat import cached_shards
-
-        return cached_shards(path, cfg, quiet=quiet)
-    read_manifest(path)  # a clear error when it is not a dataset
-    return path
-
-
-def prepare(cfg: Config, quiet: bool = False) -> tuple[Config, Path]:
-    """Fill the joint set from the dataset's manifest; returns (cfg, shards folder)."""
-    data = resolve_dataset(cfg, quiet)
-    manifest = read_manifest(data)
-    cfg = with_joints(cfg, manifest["num_joints"], manifest["joint_names"], manifest["all_joints"],
-                      manifest.get("skeleton"))
-    return cfg, data
 
 
 def padding_ignore(valid_hw: torch.Tensor, grid: tuple[int, int], stride: int) -> torch.Tensor:
@@ -113,13 +94,32 @@ def compute_losses(cfg: Config, out: dict, batch, pairwise_stats=None) -> dict[s
     if out.get("pairwise") is not None:
         if pairwise_stats is None:
             raise ValueError("the model has a pairwise head: compute_losses needs pairwise_stats = (mean, std)")
-        perm = symmetric_permutation(part_logits.shape[1], cfg.all_joints)  # the pipeline's mirroring of joint ids
+        perm = symmetric_permutation(part_logits.shape[1], cfg.all_joints)  # the pipeline's mirroring
         mean, std = sample_stats(pairwise_stats[0], pairwise_stats[1], batch.scale, batch.flipped, perm)
         pw = make_pairwise_targets(batch.joints, grid, mean, std, cfg.stride, cfg.pos_dist_thresh * batch.scale)
         losses["pairwise"] = locref_loss(out["pairwise"].float(), pw.target, pw.mask, huber=cfg.pairwise_huber_loss)
         total = total + cfg.pairwise_loss_weight * losses["pairwise"]
     losses["total"] = total
     return losses
+
+
+def learning_rate(cfg: Config, it: int) -> float:
+    """The rate of 1-based iteration `it`: the multi_step schedule for SGD, the constant adam_lr for Adam."""
+    return cfg.lr_at(it) if cfg.optimizer == "sgd" else cfg.adam_lr
+
+
+def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, cfg: Config,
+               batch, pairwise_stats=None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """One optimisation step on a batch: forward (under the config's autocast), losses, backward, update. Returns
+    (the heads' outputs, the losses on the device); nothing here waits for the device."""
+    with autocast(cfg.precision, batch.images.device):
+        out = net(batch.images)
+    losses = compute_losses(cfg, out, batch, pairwise_stats)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(losses["total"]).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return out, losses
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -131,15 +131,6 @@ def _distributed() -> tuple[int, int, int]:
     if world > 1:
         return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
     return 0, 1, 0
-
-
-def _device(cfg: Config, local_rank: int) -> torch.device:
-    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise UserError("device: cuda was asked for, but torch sees no GPU. Use device: auto or cpu.")
-    torch.cuda.set_device(local_rank)
-    return torch.device("cuda", local_rank)
 
 
 def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -175,23 +166,57 @@ class _StopSignal:
             signal.signal(sig, old)
 
 
-def train(cfg: Config, *, resume: bool = False, max_iters: int | None = None, quiet: bool = False) -> dict:
-    """Train as `cfg` says. Returns {"iteration", "out_dir", "snapshot", "last_loss", "images_per_s"}.
+@dataclass
+class Run:
+    """What `train` works with: made by `setup`, closed by `Run.close`."""
 
-    max_iters stops early (still writing a snapshot) without changing the schedule, e.g. for benchmarks and tests.
-    """
+    cfg: Config
+    device: torch.device
+    rank: int
+    world: int
+    model: torch.nn.Module  # the bare PoseNet (snapshots save its weights)
+    net: torch.nn.Module  # what the step calls: the model, wrapped in DDP and/or torch.compile
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loader: Loader
+    pairwise_stats: tuple[torch.Tensor, torch.Tensor] | None
+    start_iter: int
+    max_iter: int
+    snapshot: Path | None  # the newest snapshot written or resumed from
+    quiet: bool
+    tb: object = None  # TensorBoard SummaryWriter (rank 0)
+    metrics_file: object = None  # metrics.jsonl (rank 0)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.cfg.out_dir)
+
+    def close(self) -> None:
+        self.loader.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.metrics_file is not None:
+            self.metrics_file.close()
+
+
+def setup(cfg: Config, *, resume: bool, max_iters: int | None, quiet: bool) -> Run:
+    """Everything before the first step: processes, joint set, device, model (ImageNet init or the snapshot to resume),
+    optimiser, data loader positioned where the snapshot stopped, logs."""
     if max_iters is not None and max_iters < 1:
         raise UserError(f"--max-iters {max_iters}: must be at least 1 (or left out to train the whole multi_step "
                         f"schedule).")
     rank, world, local_rank = _distributed()
-    main = rank == 0
-    quiet = quiet or not main
-    if world > 1 and not main:
+    quiet = quiet or rank != 0
+    if world > 1 and rank != 0:
         dist.barrier()  # rank 0 first: a `dataset: x.mat` is converted into its cache once, not by every rank
-    cfg, data_dir = prepare(cfg, quiet=quiet)
-    if world > 1 and main:
+    cfg, data_dir = dataset.bind_joints(cfg, quiet=quiet)
+    if world > 1 and rank == 0:
         dist.barrier()
-    device = _device(cfg, local_rank)
+    device = pick_device(cfg.device, local_rank if world > 1 else None)
     out_dir = Path(cfg.out_dir)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     if cfg.deterministic:
@@ -202,20 +227,18 @@ def train(cfg: Config, *, resume: bool = False, max_iters: int | None = None, qu
         torch.backends.cudnn.benchmark = True
 
     model = build_model(cfg)
-    pairwise_stats = _pairwise_stats(cfg, device) if cfg.pairwise_predict else None
-    start_iter, position = 0, {"epoch": 0, "batch": 0}
-    snapshot = checkpoint.latest_snapshot(out_dir, cfg.snapshot_prefix) if resume else None
-    if resume and snapshot is None:
+    newest = checkpoint.latest_snapshot(out_dir, cfg.snapshot_prefix)
+    if resume and newest is None:
         raise UserError(f"--resume: no {cfg.snapshot_prefix}-*.pt in {out_dir}. Start without --resume, or point "
                         f"out_dir at the run to continue.")
-    existing = checkpoint.latest_snapshot(out_dir, cfg.snapshot_prefix) if not resume else None
-    if existing is not None:
-        raise UserError(f"{out_dir} already holds snapshots (the newest is {existing.name}). Pass --resume to "
+    if not resume and newest is not None:
+        raise UserError(f"{out_dir} already holds snapshots (the newest is {newest.name}). Pass --resume to "
                         f"continue that run, or set another out_dir (--set out_dir=...) to start a new one; a fresh "
                         f"start there would mix two runs' snapshots.")
+    snapshot = newest if resume else None
     if snapshot is None and cfg.init_weights:
         report = load_imagenet(model, cfg.init_weights)
-        if main and not quiet:
+        if not quiet:
             console.print(f"init_weights {cfg.init_weights}: {len(report['missing'])} missing, "
                           f"{len(report['unexpected'])} unexpected keys (the heads are new)"
                           + (f"; missing: {report['missing'][:5]}" if report["missing"] else "")
@@ -224,13 +247,14 @@ def train(cfg: Config, *, resume: bool = False, max_iters: int | None = None, qu
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model)
+    start_iter, position = 0, {"epoch": 0, "batch": 0}
     if snapshot is not None:
         ckpt = checkpoint.load_snapshot(snapshot, map_location=device)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         checkpoint.restore_rng(ckpt["rng"])
         start_iter, position = int(ckpt["iteration"]), dict(ckpt["data_position"])
-        if main and not quiet:
+        if not quiet:
             console.print(f"resuming from {snapshot} at iteration {start_iter}")
     net = model
     if world > 1:
@@ -238,94 +262,117 @@ def train(cfg: Config, *, resume: bool = False, max_iters: int | None = None, qu
                                                         else None)
     if cfg.compile:
         net = torch.compile(net)
-
-    use_autocast = device.type == "cuda" and cfg.precision in ("bf16", "fp16")
-    amp_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.precision == "fp16")
+    pairwise_stats = None
+    if cfg.pairwise_predict:
+        pairwise_stats = tuple(torch.as_tensor(a, dtype=torch.float32, device=device) for a in stats_for(cfg))
     loader = build_loader(cfg, data_dir, cfg.split, train=True, shard_id=rank, num_shards=world, device=device,
                           start_epoch=position["epoch"], start_batch=position["batch"],
                           channels_last=cfg.channels_last)
-    max_iter = cfg.max_iter() if max_iters is None else min(cfg.max_iter(), max_iters)
-    if main:
+    run = Run(cfg, device, rank, world, model, net, optimizer, grad_scaler(cfg.precision, device), loader,
+              pairwise_stats, start_iter, cfg.max_iter() if max_iters is None else min(cfg.max_iter(), max_iters),
+              snapshot, quiet)
+    if run.main:
         out_folder(out_dir, "out_dir")
         cfg.save(out_dir / "config.yaml")
-    tb = _tensorboard(out_dir / cfg.log_dir) if main else None
-    metrics_file = open(out_dir / "metrics.jsonl", "a") if main else None  # noqa: SIM115 (closed in finally)
+        run.tb = _tensorboard(out_dir / cfg.log_dir)
+        run.metrics_file = open(out_dir / "metrics.jsonl", "a")  # noqa: SIM115 (closed by Run.close)
+    return run
 
-    it = start_iter
-    sums: dict[str, torch.Tensor] = {}  # loss sums on the device since the last log line: no per-step host sync
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss, or -1
-    window_start, data_time, window_iters = time.perf_counter(), 0.0, 0
-    images_per_s, last_loss, last_snapshot = 0.0, float("nan"), snapshot
-    net.train()
+
+@dataclass
+class Window:
+    """Losses and timings since the last log line. The sums stay on the device: no per-step host sync."""
+
+    device: torch.device
+    sums: dict = field(default_factory=dict)
+    iters: int = 0
+    data_time: float = 0.0
+    start: float = field(default_factory=time.perf_counter)
+    first_bad: torch.Tensor | None = None  # () long: the first step with a non-finite loss, or -1
+
+    def add(self, losses: dict[str, torch.Tensor], it: int) -> None:
+        for name, value in losses.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value.detach()
+        if self.first_bad is None:
+            self.first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        bad_now = ~torch.isfinite(losses["total"].detach()) & (self.first_bad < 0)
+        self.first_bad = torch.where(bad_now, torch.full_like(self.first_bad, it), self.first_bad)
+        self.iters += 1
+
+
+def log_interval(run: Run, window: Window, it: int, lr: float) -> tuple[float, float]:
+    """The log line of a finished window: (mean total loss, images/s). The one place the loop waits for the device
+    (.item()); a non-finite loss since the last line stops training here, before a snapshot can save it."""
+    bad = int(window.first_bad.item()) if window.first_bad is not None else -1  # host sync (log interval)
+    if bad >= 0:
+        raise UserError(_non_finite_message(bad, window.sums, run.snapshot))
+    elapsed = time.perf_counter() - window.start
+    images_per_s = window.iters * run.cfg.batch_size * run.world / max(elapsed, 1e-9)
+    means = {k: float(v.item()) / window.iters for k, v in window.sums.items()}  # host sync (log interval)
+    if run.main:
+        _log(it, lr, means, images_per_s, window.data_time / window.iters, run.tb, run.metrics_file, run.quiet)
+    return means["total"], images_per_s
+
+
+def save_interval(run: Run, it: int, batch, out: dict) -> None:
+    """A snapshot (rank 0) with the data position, and the predictions on this batch for TensorBoard."""
+    position = {"epoch": run.loader.epoch, "batch": run.loader.batch}
+    extra = {"world_size": run.world, "rank_param_spread": _rank_spread(run.model) if run.world > 1 else 0.0}
+    if run.main:
+        run.snapshot = checkpoint.save_snapshot(run.out_dir, it, model=run.model, optimizer=run.optimizer, cfg=run.cfg,
+                                                data_position=position, extra=extra, prefix=run.cfg.snapshot_prefix,
+                                                max_to_keep=run.cfg.max_to_keep)
+        _log_images(run.tb, run.cfg, run.model, batch, out, it)
+
+
+def train(cfg: Config, *, resume: bool = False, max_iters: int | None = None, quiet: bool = False) -> dict:
+    """Train as `cfg` says. Returns {"iteration", "out_dir", "snapshot", "last_loss", "images_per_s", "config"}.
+
+    max_iters stops early (still writing a snapshot) without changing the schedule, e.g. for benchmarks and tests.
+    """
+    run = setup(cfg, resume=resume, max_iters=max_iters, quiet=quiet)
+    cfg, it = run.cfg, run.start_iter
+    window, last_loss, images_per_s = Window(run.device), float("nan"), 0.0
+    run.net.train()
     progress = Progress(TextColumn("[bold]train[/bold]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        TextColumn("{task.fields[info]}"), console=console, disable=quiet, transient=True)
+                        TextColumn("{task.fields[info]}"), console=console, disable=run.quiet, transient=True)
     try:
         with _StopSignal() as stop, progress:
-            task = progress.add_task("train", total=max_iter, completed=it, info="")
+            task = progress.add_task("train", total=run.max_iter, completed=it, info="")
             stopping = False  # all ranks stop at the same iteration (see _agree_to_stop)
-            while it < max_iter and not stopping:
+            while it < run.max_iter and not stopping:
                 fetch = time.perf_counter()
-                for batch in loader:
-                    data_time += time.perf_counter() - fetch
+                for batch in run.loader:
+                    window.data_time += time.perf_counter() - fetch
                     it += 1
-                    lr = cfg.lr_at(it) if cfg.optimizer == "sgd" else cfg.adam_lr
-                    for group in optimizer.param_groups:
+                    lr = learning_rate(cfg, it)
+                    for group in run.optimizer.param_groups:
                         group["lr"] = lr
-                    with torch.autocast(device.type, amp_dtype) if use_autocast else nullcontext():
-                        out = net(batch.images)
-                    losses = compute_losses(cfg, out, batch, pairwise_stats)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(losses["total"]).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    for name, value in losses.items():
-                        sums[name] = sums.get(name, 0.0) + value.detach()
-                    bad_now = ~torch.isfinite(losses["total"].detach()) & (first_bad < 0)
-                    first_bad = torch.where(bad_now, torch.full_like(first_bad, it), first_bad)
-                    window_iters += 1
+                    out, losses = train_step(run.net, run.optimizer, run.scaler, cfg, batch, run.pairwise_stats)
+                    window.add(losses, it)
                     progress.update(task, completed=it)
 
-                    stopping = _agree_to_stop(stop.received is not None, it, cfg.display_iters, world, device)
-                    last_step = it >= max_iter or stopping
+                    stopping = _agree_to_stop(stop.received is not None, it, cfg.display_iters, run.world, run.device)
+                    last_step = it >= run.max_iter or stopping
                     if it % cfg.display_iters == 0 or last_step:
-                        # Log interval: the one place the loop waits for the device (.item()).
-                        bad = int(first_bad.item())
-                        if bad >= 0:
-                            raise UserError(_non_finite_message(bad, sums, last_snapshot))
-                        elapsed = time.perf_counter() - window_start
-                        images_per_s = window_iters * cfg.batch_size * world / max(elapsed, 1e-9)
-                        means = {k: float(v.item()) / window_iters for k, v in sums.items()}  # host sync (log)
-                        last_loss = means["total"]
-                        if main:
-                            _log(it, lr, means, images_per_s, data_time / window_iters, tb, metrics_file, quiet)
-                            progress.update(task, info=f"loss {last_loss:.4f}  {images_per_s:.1f} img/s")
-                        sums, window_start, data_time, window_iters = {}, time.perf_counter(), 0.0, 0
+                        last_loss, images_per_s = log_interval(run, window, it, lr)
+                        progress.update(task, info=f"loss {last_loss:.4f}  {images_per_s:.1f} img/s")
+                        window = Window(run.device)
                     if it % cfg.save_iters == 0 or last_step:
-                        position = {"epoch": loader.epoch, "batch": loader.batch}
-                        extra = {"world_size": world, "rank_param_spread": _rank_spread(model) if world > 1 else 0.0}
-                        if main:
-                            last_snapshot = checkpoint.save_snapshot(
-                                out_dir, it, model=model, optimizer=optimizer, cfg=cfg, data_position=position,
-                                extra=extra, prefix=cfg.snapshot_prefix, max_to_keep=cfg.max_to_keep)
-                            _log_images(tb, cfg, model, batch, out, it)
+                        save_interval(run, it, batch, out)
                     if last_step:
                         break
                     fetch = time.perf_counter()
-            if stop.received is not None and main:
-                console.print(f"stopped by signal {stop.received} at iteration {it}; snapshot {last_snapshot}. "
-                              f"Continue with: fastpose train CONFIG --resume (out_dir {out_dir})")
+            if stop.received is not None and run.main:
+                console.print(f"stopped by signal {stop.received} at iteration {it}; snapshot {run.snapshot}. "
+                              f"Continue with: fastpose train CONFIG --resume (out_dir {run.out_dir})")
     except torch.OutOfMemoryError:
         raise UserError(f"Out of GPU memory at iteration {it + 1} (batch_size {cfg.batch_size}, max_input_size "
                         f"{cfg.max_input_size}). Lower batch_size, set crop_size: [w, h] or a smaller "
                         f"max_input_size, or use precision: bf16; then resume with --resume.") from None
     finally:
-        loader.close()
-        if tb is not None:
-            tb.close()
-        if metrics_file is not None:
-            metrics_file.close()
-    return {"iteration": it, "out_dir": str(out_dir), "snapshot": str(last_snapshot) if last_snapshot else None,
+        run.close()
+    return {"iteration": it, "out_dir": str(run.out_dir), "snapshot": str(run.snapshot) if run.snapshot else None,
             "last_loss": last_loss, "images_per_s": images_per_s, "config": cfg}
 
 
@@ -348,16 +395,6 @@ def _rank_spread(model: torch.nn.Module) -> float:
     gathered = [torch.zeros_like(fingerprint) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, fingerprint)
     return float(max((g - gathered[0]).abs().max() for g in gathered))
-
-
-def _pairwise_stats(cfg: Config, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std) (K, K, 2) float32 on the device from cfg.pairwise_stats_fn, checked against the joint set."""
-    mean, std = load_stats(cfg.pairwise_stats_fn)
-    if mean.shape[0] != cfg.num_joints:
-        raise UserError(f"{cfg.pairwise_stats_fn} holds statistics for {mean.shape[0]} joints but the dataset has "
-                        f"{cfg.num_joints}. Compute them for this dataset with `fastpose pairwise-stats CONFIG`.")
-    return (torch.as_tensor(mean, dtype=torch.float32, device=device),
-            torch.as_tensor(std, dtype=torch.float32, device=device))
 
 
 def _non_finite_message(step: int, sums: dict, snapshot) -> str:
@@ -400,11 +437,6 @@ def _log_images(tb, cfg: Config, model, batch, out: dict, it: int, count: int = 
     """Predictions drawn on the first images of the batch (TensorBoard 'predictions')."""
     if tb is None:
         return
-    import numpy as np
-
-    from fastpose.decode import decode
-    from fastpose.predict import draw_pose
-
     n = min(count, batch.images.shape[0])
     pred = decode(out["part"][:n].float(), None if out.get("locref") is None else out["locref"][:n].float(),
                   stride=cfg.stride, locref_stdev=cfg.locref_stdev, valid_hw=batch.valid_hw[:n])
@@ -417,4 +449,4 @@ def _log_images(tb, cfg: Config, model, batch, out: dict, it: int, count: int = 
         tb.add_image(f"predictions/{i}", drawn, it, dataformats="HWC")
 
 
-__all__ = ["train", "compute_losses", "padding_ignore", "prepare", "resolve_dataset", "make_optimizer"]
+__all__ = ["train", "setup", "train_step", "learning_rate", "compute_losses", "padding_ignore", "make_optimizer", "Run"]

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from fastpose.atomic import sha256_of
 from fastpose.errors import UserError, out_folder
 
 DEFAULT_URL_BASE = "https://download.pytorch.org/models/"
@@ -51,14 +52,6 @@ def expected_digest(name: str) -> tuple[str, bool]:
     if full:
         return full, True
     return filename.rsplit("-", 1)[1].split(".", 1)[0], False
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def download(name: str, out_dir: str | Path = "weights", url_base: str | None = None, progress: bool = True) -> Path:

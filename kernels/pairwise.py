@@ -28,11 +28,12 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
 
-from fastpose.kernels.targets import DEFAULT_STRIDE, LAUNCH_OPTIONS, _check_inputs, _covers, _tile
+from fastpose.kernels._common import DEFAULT_STRIDE, LAUNCH_OPTIONS, check_inputs, covers, tile
 
 
 class PairwiseTargets(NamedTuple):
@@ -42,9 +43,27 @@ class PairwiseTargets(NamedTuple):
     mask: torch.Tensor
 
 
+def pair_id(s, e, k: int):
+    """Channel pair id of ordered pairs (s, e), s != e: (K - 1) s + e - [s < e] (the row-major K x K pairs without
+    the diagonal). s, e: ints or integer arrays of one shape (the assembly asks for many at once); the head's x, y
+    values of the pair are channels 2 * id and 2 * id + 1. The one definition of the layout: the model's pairwise head,
+    these targets, the statistics and the assembly all index by it."""
+    if isinstance(s, int | np.integer) and isinstance(e, int | np.integer):
+        if s == e or not (0 <= s < k and 0 <= e < k):
+            raise ValueError(f"pair ({s}, {e}) is not an ordered pair of distinct joints in 0..{k - 1}")
+        return int((k - 1) * s + e - (1 if s < e else 0))
+    s, e = np.asarray(s), np.asarray(e)
+    return (k - 1) * s + e - (s < e)
+
+
 def pair_channels(k: int) -> torch.Tensor:
-    """(K(K-1),) long: flat s * K + e of each pair id in order (the off-diagonal of a row-major K x K)."""
-    return torch.tensor([s * k + e for s in range(k) for e in range(k) if s != e], dtype=torch.long)
+    """(K(K-1),) long: flat s * K + e of each pair id in order (the inverse of `pair_id`)."""
+    flat = torch.zeros(k * (k - 1), dtype=torch.long)
+    for s in range(k):
+        for e in range(k):
+            if s != e:
+                flat[pair_id(s, e, k)] = s * k + e
+    return flat
 
 
 def _check_stats(joints: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -80,7 +99,7 @@ def make_pairwise_targets_torch(
 
     Memory is O(B P K H W + B K^2 H W), fine for the CPU batches this path serves.
     """
-    h, w, thresh = _check_inputs(joints, grid, stride, dist_thresh, 1.0, None)
+    h, w, thresh = check_inputs(joints, grid, stride, dist_thresh, 1.0, None)
     _check_stats(joints, mean, std)
     if thresh.numel() and not math.isfinite(float(thresh.max())):
         raise ValueError(f"dist_thresh must be finite; got a maximum of {float(thresh.max())}")
@@ -142,13 +161,13 @@ def _pairwise_kernel(
 ):
     # One program per (b, s, tile of BLOCK cells): finds the owner of each cell for joint s (as the targets kernel),
     # then writes the 2 (K - 1) channels of the pairs (s, e) for the tile (every element: no zero fill needed).
-    bs, b, s, c, valid, cx, cy, t2 = _tile(thresh_ptr, K, H, W, tiles, stride, BLOCK)  # c: (BLOCK,) cells j * W + i
+    bs, b, s, c, valid, cx, cy, t2 = tile(thresh_ptr, K, H, W, tiles, stride, BLOCK)  # c: (BLOCK,) cells j * W + i
     hw = H * W
 
     best = tl.full((BLOCK,), float("inf"), tl.float32)
     owner = tl.zeros((BLOCK,), tl.int32)
     for p in range(P):
-        ok, dx, dy, d2, closer = _covers(joints_ptr, b, p, s, P, K, cx, cy, t2, best)
+        ok, dx, dy, d2, closer = covers(joints_ptr, b, p, s, P, K, cx, cy, t2, best)
         best = tl.where(closer, d2, best)
         owner = tl.where(closer, p, owner)
 
@@ -188,7 +207,7 @@ def make_pairwise_targets_triton(
     block: int = 256,
 ) -> PairwiseTargets:
     """Triton path (one launch per batch, no host sync); also runs on CPU tensors under TRITON_INTERPRET=1."""
-    h, w, thresh = _check_inputs(joints, grid, stride, dist_thresh, 1.0, None)
+    h, w, thresh = check_inputs(joints, grid, stride, dist_thresh, 1.0, None)
     _check_stats(joints, mean, std)
     device = joints.device
     b, p, k, _ = joints.shape
@@ -220,4 +239,4 @@ def make_pairwise_targets_triton(
 
 
 __all__ = ["PairwiseTargets", "make_pairwise_targets", "make_pairwise_targets_torch", "make_pairwise_targets_triton",
-           "pair_channels"]
+           "pair_channels", "pair_id"]

@@ -34,12 +34,9 @@ import torch
 import triton
 import triton.language as tl
 
-DEFAULT_STRIDE = 8
+from fastpose.kernels._common import DEFAULT_STRIDE, LAUNCH_OPTIONS, check_inputs, covers, tile
+
 DEFAULT_LOCREF_STDEV = 7.2801
-# The kernels compute dx^2 + dy^2 and compare it with t^2 like the twins: a multiply, a multiply, an add, each
-# rounded. A fused multiply-add (what the GPU compiler does by default) rounds once less, so a joint exactly on the
-# threshold could miss a cell the twin gives it; the targets are memory-bound, so the fusion buys no speed here.
-LAUNCH_OPTIONS = {"enable_fp_fusion": False}
 _use_count = getattr(torch._C, "_storage_Use_Count", None)  # private torch API; without it no buffer is reused
 _FAR = 2.0**100  # where the twin moves absent joints: finite in float32, its square is not
 # The largest float32. The twin's misses (absent joints, cells past the grid) have d2 = inf, so a t^2 that overflows
@@ -55,31 +52,6 @@ class Targets(NamedTuple):
     scmap_weights: torch.Tensor  # (B, K, H, W)
     locref: torch.Tensor  # (B, 2K, H, W)
     locref_mask: torch.Tensor  # (B, 2K, H, W)
-
-
-def _check_inputs(joints, grid, stride, dist_thresh, locref_stdev, ignore) -> tuple[int, int, torch.Tensor]:
-    """Validates shapes and returns (H, W, thresholds (B,) float32 on the joints' device)."""
-    if joints.dim() != 4 or joints.shape[-1] != 3:
-        raise ValueError(f"joints must have shape (B, P, K, 3) = x, y, present; got {tuple(joints.shape)}")
-    if len(grid) != 2 or int(grid[0]) <= 0 or int(grid[1]) <= 0:
-        raise ValueError(f"grid must be (H, W) with positive sizes; got {grid}")
-    if stride <= 0 or locref_stdev <= 0:
-        raise ValueError(f"stride and locref_stdev must be positive; got stride={stride}, locref_stdev={locref_stdev}")
-    h, w = int(grid[0]), int(grid[1])
-    b = joints.shape[0]
-    if isinstance(dist_thresh, torch.Tensor):
-        if dist_thresh.dim() == 0:
-            dist_thresh = dist_thresh.reshape(1).expand(b)
-        if tuple(dist_thresh.shape) != (b,):
-            raise ValueError(f"dist_thresh must be a float or a ({b},) tensor; got shape {tuple(dist_thresh.shape)}")
-        thresh = dist_thresh.to(device=joints.device, dtype=torch.float32)
-    else:
-        if not dist_thresh >= 0:
-            raise ValueError(f"dist_thresh must be >= 0; got {dist_thresh}")
-        thresh = torch.full((b,), float(dist_thresh), device=joints.device, dtype=torch.float32)
-    if ignore is not None and tuple(ignore.shape) != (b, 1, h, w):
-        raise ValueError(f"ignore must have shape ({b}, 1, {h}, {w}); got {tuple(ignore.shape)}")
-    return h, w, thresh
 
 
 def make_targets(
@@ -294,7 +266,7 @@ def make_targets_torch(
     call to call (with several, it returned pages to the system and faulted them in again at times, which cost more
     than the rest); scmap_weights is a broadcast view (see `_weights`).
     """
-    h, w, thresh = _check_inputs(joints, grid, stride, dist_thresh, locref_stdev, ignore)
+    h, w, thresh = check_inputs(joints, grid, stride, dist_thresh, locref_stdev, ignore)
     device = joints.device
     joints = joints.to(torch.float32)
     b, p, k, _ = joints.shape
@@ -341,38 +313,6 @@ def make_targets_torch(
 
 
 @triton.jit
-def _tile(thresh_ptr, K, H, W, tiles, stride, BLOCK: tl.constexpr):
-    # The program's (b, k) plane and tile of BLOCK cells: returns bk = b * K + k, b, k, the (BLOCK,) cell indices
-    # j * W + i, which of them lie in the grid, the cells' centres (cx, cy) and t^2 of sample b.
-    pid = tl.program_id(0)
-    tile = pid % tiles
-    bk = pid // tiles
-    c = tile * BLOCK + tl.arange(0, BLOCK)
-    cx = (c % W).to(tl.float32) * stride + stride * 0.5
-    cy = (c // W).to(tl.float32) * stride + stride * 0.5
-    t = tl.load(thresh_ptr + bk // K)
-    return bk, bk // K, bk % K, c, c < H * W, cx, cy, t * t
-
-
-@triton.jit
-def _covers(joints_ptr, b, p, k, P, K, cx, cy, t2, best):
-    # Joint k of person p in sample b against the tile's cells: returns whether the joint counts (present and
-    # finite), dx, dy and d2 = dy^2 + dx^2 per cell, and where it covers the cell nearer than `best` (strictly: ties
-    # keep the lower person index).
-    base = ((b * P + p) * K + k) * 3
-    jx = tl.load(joints_ptr + base)
-    jy = tl.load(joints_ptr + base + 1)
-    jv = tl.load(joints_ptr + base + 2)
-    # Absent or non-finite joints cover nothing (x - x != 0 catches inf and nan): their threshold becomes -1.
-    ok = (jv > 0) & (jx - jx == 0) & (jy - jy == 0)
-    dx = jx - cx
-    dy = jy - cy
-    d2 = dy * dy + dx * dx
-    closer = (d2 <= tl.where(ok, t2, -1.0)) & (d2 < best)
-    return ok, dx, dy, d2, closer
-
-
-@triton.jit
 def _targets_kernel(
     joints_ptr,  # (B, P, K, 3) float32
     thresh_ptr,  # (B,) float32
@@ -394,7 +334,7 @@ def _targets_kernel(
 ):
     # One program per (b, k, tile of BLOCK cells): loops over the persons, keeps the nearest covering one and
     # writes every output element of its tile (so the outputs need no zero fill).
-    bk, b, k, c, valid, cx, cy, t2 = _tile(thresh_ptr, K, H, W, tiles, stride, BLOCK)
+    bk, b, k, c, valid, cx, cy, t2 = tile(thresh_ptr, K, H, W, tiles, stride, BLOCK)
     hw = H * W
 
     best = tl.full((BLOCK,), float("inf"), tl.float32)
@@ -402,7 +342,7 @@ def _targets_kernel(
     best_dy = tl.zeros((BLOCK,), tl.float32)
     any_present = 0.0
     for p in range(P):
-        ok, dx, dy, d2, closer = _covers(joints_ptr, b, p, k, P, K, cx, cy, t2, best)
+        ok, dx, dy, d2, closer = covers(joints_ptr, b, p, k, P, K, cx, cy, t2, best)
         any_present = tl.maximum(any_present, tl.where(ok, 1.0, 0.0))
         best = tl.where(closer, d2, best)
         best_dx = tl.where(closer, dx, best_dx)
@@ -439,7 +379,7 @@ def make_targets_triton(
     block: int = 256,
 ) -> Targets:
     """Triton path (one launch per batch, no host sync); also runs on CPU tensors under TRITON_INTERPRET=1."""
-    h, w, thresh = _check_inputs(joints, grid, stride, dist_thresh, locref_stdev, ignore)
+    h, w, thresh = check_inputs(joints, grid, stride, dist_thresh, locref_stdev, ignore)
     device = joints.device
     b, p, k, _ = joints.shape
     joints = joints.to(torch.float32).contiguous()

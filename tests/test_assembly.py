@@ -8,12 +8,14 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import multicut_oracle as oracle
 import numpy as np
 import pytest
+from oracles import multicut as oracle
 
 from fastpose import assembly
+from fastpose.baselines import gaec
 from fastpose.errors import UserError
+from fastpose.kernels.pairwise import pair_id
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mmpose"
 SETS = {"coco": "coco/test_coco.json", "ochuman": "ochuman/test_ochuman.json",
@@ -46,7 +48,7 @@ def test_heuristic_alone_is_near_optimal_on_small_graphs():
         edges, costs = random_graph(rng, 10, 0.8)
         _, best = oracle.exhaustive(10, edges, costs)
         got = oracle.objective(assembly.multicut(10, edges, costs, exact_max_nodes=0), edges, costs)
-        greedy = oracle.objective(oracle.gaec(10, edges, costs), edges, costs)
+        greedy = oracle.objective(gaec(10, edges, costs), edges, costs)
         assert best - 1e-9 <= got <= greedy + 1e-9
         optimal += got <= best + 1e-9
     assert optimal >= 34  # measured 40 of 40 optimal with seed 1
@@ -58,7 +60,7 @@ def test_native_gaec_matches_numpy_gaec():
         edges, costs = random_graph(rng, n, 0.3)
         native = assembly.multicut(n, edges, costs, method="gaec")
         assert oracle.objective(native, edges, costs) == pytest.approx(
-            oracle.objective(oracle.gaec(n, edges, costs), edges, costs), abs=1e-9)
+            oracle.objective(gaec(n, edges, costs), edges, costs), abs=1e-9)
 
 
 def test_native_multicut_never_worse_than_greedy_on_large_graphs():
@@ -68,7 +70,7 @@ def test_native_multicut_never_worse_than_greedy_on_large_graphs():
         for density in (0.05, 0.3):
             edges, costs = random_graph(rng, n, density)
             got = oracle.objective(assembly.multicut(n, edges, costs), edges, costs)
-            greedy = oracle.objective(oracle.gaec(n, edges, costs), edges, costs)
+            greedy = oracle.objective(gaec(n, edges, costs), edges, costs)
             assert got <= greedy + 1e-9
             wins += got < greedy - 1e-9
     assert wins >= 3  # the moves do improve on GAEC on such random graphs (measured: 6 of 6)
@@ -156,7 +158,7 @@ def gt_maps(persons: np.ndarray, mean, std, cfg):
             locref[2 * s:2 * s + 2, row, col] = (gt[p, s, :2] - centre) / cfg.locref_stdev
             for e in np.flatnonzero(lab[p]):
                 if e != s:
-                    pid = assembly.pair_ids(np.array(s), np.array(e), k)
+                    pid = pair_id(np.array(s), np.array(e), k)
                     pairwise[2 * pid:2 * pid + 2, row, col] = ((gt[p, e, :2] - centre) - mean[s, e] * scale) / (
                         std[s, e] * scale)
     return part, locref, pairwise, gt, scale
@@ -229,11 +231,11 @@ def test_sparse_graph_limits_scored_edges_and_model_round_trip(tmp_path):
     np.testing.assert_allclose(feats[0], [1, 8, 8, 0, 0])
     model = {"version": assembly.MODEL_VERSION, "features": list(assembly.FEATURES), "weights": [1, -2, -2, 0, 0],
              "mean": mean.tolist(), "std": std.tolist()}
-    path = assembly.save_model(assembly.model_path(tmp_path / "snapshot-10.pt"), model)
-    assert path.name == "snapshot-10.pt.assembly.json" and assembly.load_model(path) == model
+    path = assembly.save_classifier(assembly.classifier_path(tmp_path / "snapshot-10.pt"), model)
+    assert path.name == "snapshot-10.pt.assembly.json" and assembly.load_classifier(path) == model
     path.write_text(json.dumps({**model, "weights": [1, 2]}))
     with pytest.raises(UserError, match="fit-assembly"):
-        assembly.load_model(path)
+        assembly.load_classifier(path)
 
 
 # ----- native edge costs (kernels/multicut.cpp edge_costs) against the numpy features -----

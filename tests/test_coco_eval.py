@@ -70,7 +70,7 @@ def test_sigmas_and_empty_results():
 
 
 def test_draw_persons_gives_each_person_its_own_colour():
-    from fastpose.predict import draw_persons, person_colour
+    from fastpose.draw import draw_persons, person_colour
 
     colours = [person_colour(i) for i in range(6)]
     assert len(set(colours)) == 6
@@ -90,11 +90,11 @@ def test_draw_persons_gives_each_person_its_own_colour():
 
 def test_shard_ground_truth_through_coco_results_gives_ap_1(tmp_path):
     # The eval path's last step: per-sample persons in sample pixels -> source pixels -> COCO results -> AP.
-    from fastpose.convert.coco import convert_coco
+    from fastpose.convert import coco
     from fastpose.evaluate import coco_metrics, coco_results, ground_truth
     from fastpose.shards import ShardDataset
 
-    convert_coco(COCO, JSON, tmp_path / "coco", workers=1, quiet=True, split="train=0.5,test=0.5", seed=1)
+    coco.convert(COCO, JSON, tmp_path / "coco", workers=1, quiet=True, split="train=0.5,test=0.5", seed=1)
     ds = ShardDataset(tmp_path / "coco", "test")
     persons = []
     for i in range(len(ds)):

@@ -11,8 +11,8 @@ import cv2
 import pytest
 
 from fastpose import config
-from fastpose.assembly import fit_assembly, model_path
-from fastpose.convert.coco import convert_coco
+from fastpose.assembly import classifier_path, fit_assembly
+from fastpose.convert import coco
 from fastpose.evaluate import evaluate, write_outputs
 from fastpose.pairwise import load_stats, write_stats
 from fastpose.predict import predict
@@ -48,7 +48,7 @@ out_dir: {root}/run
 
 @pytest.mark.skipif(not COCO.exists(), reason="../shared/data/mmpose/coco is absent (a user's fresh clone)")
 def test_multi_person_flow(tmp_path):
-    convert_coco(COCO, COCO / "test_coco.json", tmp_path / "shards", quiet=True, workers=1)
+    coco.convert(COCO, COCO / "test_coco.json", tmp_path / "shards", quiet=True, workers=1)
     (tmp_path / "coco.yaml").write_text(CFG.format(root=tmp_path))
     cfg = config.load(tmp_path / "coco.yaml")
 
@@ -61,11 +61,11 @@ def test_multi_person_flow(tmp_path):
     assert result["iteration"] == 2 and "loss_pairwise" in lines[0]
 
     fitted = fit_assembly(cfg, result["snapshot"], device="cpu")
-    assert Path(fitted["path"]) == model_path(result["snapshot"]) and model_path(result["snapshot"]).is_file()
+    assert Path(fitted["path"]) == classifier_path(result["snapshot"]) and classifier_path(result["snapshot"]).is_file()
 
     evaluation = evaluate(None, result["snapshot"], split="train", device="cpu")
-    coco = evaluation["metrics"]["coco"]
-    assert "note" not in coco and 0.0 <= coco["AP"] <= 1.0  # an untrained net: any AP, but computed
+    ap = evaluation["metrics"]["coco"]
+    assert "note" not in ap and 0.0 <= ap["AP"] <= 1.0  # an untrained net: any AP, but computed
     written = write_outputs(evaluation, tmp_path / "eval")
     assert any(p.name == "coco_results.json" for p in written)
 
@@ -78,7 +78,7 @@ def test_multi_person_flow(tmp_path):
 
 @pytest.mark.skipif(not COCO.exists(), reason="../shared/data/mmpose/coco is absent")
 def test_cli_pairwise_stats(tmp_path):
-    convert_coco(COCO, COCO / "test_coco.json", tmp_path / "shards", quiet=True, workers=1)
+    coco.convert(COCO, COCO / "test_coco.json", tmp_path / "shards", quiet=True, workers=1)
     (tmp_path / "coco.yaml").write_text(CFG.format(root=tmp_path))
     done = subprocess.run([sys.executable, "-m", "fastpose", "pairwise-stats", str(tmp_path / "coco.yaml")],
                           capture_output=True, text=True, timeout=120)

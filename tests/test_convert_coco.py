@@ -11,7 +11,8 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from fastpose.config import COCO_ALL_JOINTS, COCO_JOINT_NAMES, COCO_SKELETON
-from fastpose.convert.coco import convert_coco, joint_groups
+from fastpose.convert import coco
+from fastpose.convert.coco import joint_groups
 from fastpose.errors import UserError
 from fastpose.shards import ShardDataset, read_manifest, summary
 
@@ -32,7 +33,7 @@ def _labelled(ann: dict) -> int:
 
 def test_coco_persons_boxes_and_ignore_regions(tmp_path):
     gt = json.loads(COCO_JSON.read_text())
-    result = convert_coco(COCO, COCO_JSON, tmp_path / "out", workers=1, quiet=True)
+    result = coco.convert(COCO, COCO_JSON, tmp_path / "out", workers=1, quiet=True)
     assert result["samples"] == {"train": 4}
     manifest = read_manifest(tmp_path / "out")
     assert manifest["joint_names"] == COCO_JOINT_NAMES
@@ -68,7 +69,7 @@ def test_coco_persons_boxes_and_ignore_regions(tmp_path):
 
 def test_min_keypoints_moves_sparse_persons_to_ignore(tmp_path):
     gt = json.loads(COCO_JSON.read_text())
-    convert_coco(COCO, COCO_JSON, tmp_path / "out", min_keypoints=15, workers=1, quiet=True)
+    coco.convert(COCO, COCO_JSON, tmp_path / "out", min_keypoints=15, workers=1, quiet=True)
     samples = _samples(tmp_path / "out")
     want: dict = {}
     for ann in gt["annotations"]:
@@ -83,7 +84,7 @@ def test_min_keypoints_moves_sparse_persons_to_ignore(tmp_path):
 def test_ochuman_rle_and_fractional_keypoints(tmp_path):
     path = DATA / "ochuman" / "test_ochuman.json"
     gt = json.loads(path.read_text())
-    convert_coco(DATA / "ochuman", path, tmp_path / "out", workers=1, quiet=True)
+    coco.convert(DATA / "ochuman", path, tmp_path / "out", workers=1, quiet=True)
     samples = _samples(tmp_path / "out")
     assert sum(s.num_persons for s in samples.values()) == len(gt["annotations"]) == 5
     ann = gt["annotations"][0]
@@ -94,7 +95,7 @@ def test_ochuman_rle_and_fractional_keypoints(tmp_path):
 
 def test_crowdpose_names_groups_and_bbox_ignore(tmp_path):
     path = DATA / "crowdpose" / "test_crowdpose.json"
-    result = convert_coco(DATA / "crowdpose", path, tmp_path / "out", workers=1, quiet=True)
+    result = coco.convert(DATA / "crowdpose", path, tmp_path / "out", workers=1, quiet=True)
     assert "skeleton" in result["note"]
     manifest = read_manifest(tmp_path / "out")
     assert manifest["num_joints"] == 14 and manifest["joint_names"][12:] == ["head", "neck"]
@@ -121,22 +122,22 @@ def _write(tmp_path: Path, data) -> Path:
 def test_bad_inputs(tmp_path):
     gt = json.loads(COCO_JSON.read_text())
     with pytest.raises(UserError, match="not a COCO annotation file.*list"):
-        convert_coco(COCO, DATA / "mpii" / "test_mpii.json", tmp_path / "o", quiet=True)
+        coco.convert(COCO, DATA / "mpii" / "test_mpii.json", tmp_path / "o", quiet=True)
     instances = copy.deepcopy(gt)
     del instances["categories"][0]["keypoints"]
     with pytest.raises(UserError, match="no category has keypoint names"):
-        convert_coco(COCO, _write(tmp_path, instances), tmp_path / "o", quiet=True)
+        coco.convert(COCO, _write(tmp_path, instances), tmp_path / "o", quiet=True)
     # 12 images without files: the report names the first 10 ids and the count
     missing = copy.deepcopy(gt)
     for k in range(12):
         missing["images"].append({"id": 9000 + k, "file_name": f"nope{k}.jpg", "height": 10, "width": 10})
         missing["annotations"].append({**gt["annotations"][0], "id": 7000 + k, "image_id": 9000 + k})
     with pytest.raises(UserError) as err:
-        convert_coco(COCO, _write(tmp_path, missing), tmp_path / "o", workers=1, quiet=True)
+        coco.convert(COCO, _write(tmp_path, missing), tmp_path / "o", workers=1, quiet=True)
     msg = str(err.value)
     assert "missing image: 12 entries [9000, 9001" in msg and "9009 (and 2 more)" in msg and "nope0.jpg" in msg
     assert not (tmp_path / "o").exists()
-    result = convert_coco(COCO, _write(tmp_path, missing), tmp_path / "o", workers=1, skip_bad=True, quiet=True)
+    result = coco.convert(COCO, _write(tmp_path, missing), tmp_path / "o", workers=1, skip_bad=True, quiet=True)
     assert result["samples"] == {"train": 4}
     assert sorted(s["index"] for s in read_manifest(tmp_path / "o")["skipped"]) == list(range(9000, 9012))
     # a keypoint array of the wrong length
@@ -144,16 +145,16 @@ def test_bad_inputs(tmp_path):
     short["annotations"][1]["keypoints"] = short["annotations"][1]["keypoints"][:48]
     img_id, ann_id = short["annotations"][1]["image_id"], short["annotations"][1]["id"]
     with pytest.raises(UserError, match=rf"malformed entry: 1 entry \[{img_id}\].*annotation id {ann_id} has 48 "):
-        convert_coco(COCO, _write(tmp_path, short), tmp_path / "o2", workers=1, quiet=True)
+        coco.convert(COCO, _write(tmp_path, short), tmp_path / "o2", workers=1, quiet=True)
     # an annotation whose image is not listed
     orphan = copy.deepcopy(gt)
     orphan["annotations"].append({**gt["annotations"][0], "id": 5555, "image_id": 123})
     with pytest.raises(UserError, match=r"1 annotation\(s\) refer to image ids not in `images`.*\[5555\]"):
-        convert_coco(COCO, _write(tmp_path, orphan), tmp_path / "o2", workers=1, quiet=True)
-    convert_coco(COCO, _write(tmp_path, orphan), tmp_path / "o2", workers=1, skip_bad=True, quiet=True)
+        coco.convert(COCO, _write(tmp_path, orphan), tmp_path / "o2", workers=1, quiet=True)
+    coco.convert(COCO, _write(tmp_path, orphan), tmp_path / "o2", workers=1, skip_bad=True, quiet=True)
     assert read_manifest(tmp_path / "o2")["skipped"][0]["index"] == 5555
     with pytest.raises(UserError, match="min-keypoints"):
-        convert_coco(COCO, COCO_JSON, tmp_path / "o3", min_keypoints=0, quiet=True)
+        coco.convert(COCO, COCO_JSON, tmp_path / "o3", min_keypoints=0, quiet=True)
 
 
 def test_cli_parallel_split(tmp_path):

@@ -18,7 +18,8 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from fastpose.convert.mpii import _points, convert_mpii, read_release
+from fastpose.convert import mpii
+from fastpose.convert.mpii import read_release, rect_points
 from fastpose.errors import UserError
 from fastpose.shards import ShardDataset, read_manifest, summary
 
@@ -114,7 +115,7 @@ def _hand_crop(head, points_xy, other_x, W, H, pad):
 
 def test_convert_mpii_matches_hand_computation(tmp_path):
     root = _release(tmp_path)
-    written = convert_mpii(root, tmp_path / "out", workers=1, quiet=True)["samples"]
+    written = mpii.convert(root, tmp_path / "out", workers=1, quiet=True)["samples"]
     assert written == {"train": 6}  # five single persons + the extra person of image 7
     ds = ShardDataset(tmp_path / "out", "train")
     assert ds.num_joints == 14 and ds.joint_names[12:] == ["upper_neck", "head_top"]
@@ -183,21 +184,21 @@ def test_convert_mpii_matches_hand_computation(tmp_path):
 def test_val_list_holds_out_persons(tmp_path):
     root = _release(tmp_path)
     (tmp_path / "val.txt").write_text("# image person\n7 1\n18 1\n999 1\n")
-    written = convert_mpii(root, tmp_path / "out", val_list=tmp_path / "val.txt", workers=1, quiet=True)["samples"]
+    written = mpii.convert(root, tmp_path / "out", val_list=tmp_path / "val.txt", workers=1, quiet=True)["samples"]
     assert written == {"train": 4, "test": 2}
     test = ShardDataset(tmp_path / "out", "test")
     assert sorted((test[i].meta["image_index"], test[i].meta["person_index"]) for i in range(2)) == [(7, 1), (18, 1)]
     # the same pairs in detections.mat's layout (RELEASE_img_index / RELEASE_person_index)
     scipy.io.savemat(tmp_path / "val.mat", {"RELEASE_img_index": np.array([28, 30]),
                                             "RELEASE_person_index": np.array([1, 1])})
-    written = convert_mpii(root, tmp_path / "out2", val_list=tmp_path / "val.mat", workers=1, quiet=True)["samples"]
+    written = mpii.convert(root, tmp_path / "out2", val_list=tmp_path / "val.mat", workers=1, quiet=True)["samples"]
     assert written == {"train": 4, "test": 2}
     (tmp_path / "bad.txt").write_text("7 one\n")
     with pytest.raises(UserError, match="line 1"):
-        convert_mpii(root, tmp_path / "out3", val_list=tmp_path / "bad.txt", quiet=True)
+        mpii.convert(root, tmp_path / "out3", val_list=tmp_path / "bad.txt", quiet=True)
     (tmp_path / "none.txt").write_text("2 1\n")  # image 2 is a test image: nothing matches (0-based by mistake?)
     with pytest.raises(UserError, match="1-based"):
-        convert_mpii(root, tmp_path / "out4", val_list=tmp_path / "none.txt", quiet=True)
+        mpii.convert(root, tmp_path / "out4", val_list=tmp_path / "none.txt", quiet=True)
     assert not (tmp_path / "out3").exists() and not (tmp_path / "out4").exists()
 
 
@@ -214,8 +215,8 @@ def test_loadmat_quirks_single_point_and_missing_fields(tmp_path):
     annolist, img_train, single = read_release(tmp_path / "r.mat")
     assert len(annolist) == 2 and img_train.tolist() == [1, 1] and single == [{1}, {1, 2}]
     assert not isinstance(annolist[0].annorect, np.ndarray)  # the quirk is really exercised
-    assert _points(annolist[0].annorect).tolist() == [[9.0, 5.0, 6.0, 1.0]]
-    assert _points(annolist[1].annorect[1]) is None
+    assert rect_points(annolist[0].annorect).tolist() == [[9.0, 5.0, 6.0, 1.0]]
+    assert rect_points(annolist[1].annorect[1]) is None
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):
@@ -238,14 +239,14 @@ def test_bad_inputs_give_clear_errors(tmp_path):
 
     root = _release(tmp_path / "bad", edit=breakage)
     with pytest.raises(UserError) as err:
-        convert_mpii(root, tmp_path / "out", workers=1, quiet=True)["samples"]
+        mpii.convert(root, tmp_path / "out", workers=1, quiet=True)["samples"]
     msg = str(err.value)
     assert "3 bad entries" in msg
     assert "missing image: 1 entry [2]" in msg and "gone.jpg" in msg  # entries: 7/1, 7/2, 18/1, ...
     assert "joint id out of range: 1 entry [3]" in msg and "annolist(28).annorect(1)" in msg
     assert "malformed entry: 1 entry [4]" in msg and "head box" in msg
     assert not (tmp_path / "out").exists()
-    written = convert_mpii(root, tmp_path / "out", workers=1, skip_bad=True, quiet=True)["samples"]
+    written = mpii.convert(root, tmp_path / "out", workers=1, skip_bad=True, quiet=True)["samples"]
     assert written == {"train": 3}
     skipped = read_manifest(tmp_path / "out")["skipped"]
     assert sorted(s["index"] for s in skipped) == [2, 3, 4]

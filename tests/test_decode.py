@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from fastpose.decode import decode, to_sample, to_source, valid_cells
+from fastpose.decode import decode, to_sample, to_source, valid_cells, valid_grid
 from fastpose.kernels.targets import make_targets
+from fastpose.train import padding_ignore
 
 STRIDE = 8
 STDEV = 7.2801
@@ -97,10 +98,16 @@ def test_bad_shapes():
         decode(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 3), STRIDE, STDEV)
 
 
-def test_valid_cells_are_the_cells_training_does_not_ignore():
-    from fastpose.train import padding_ignore
-
-    valid_hw = torch.tensor([[20, 30], [32, 48], [17, 9], [1, 47]])
+def test_valid_grid_counts_the_cells_whose_centre_is_inside():
+    # Cell centres at 4, 12, 20, 28, 36, 44 (stride 8): counted while centre < size, by hand.
+    valid_hw = torch.tensor([[20, 30], [32, 48], [17, 9], [1, 47], [4, 5]])
+    expected = [[2, 4], [4, 6], [2, 1], [0, 6], [0, 1]]
+    assert valid_grid(valid_hw, STRIDE).tolist() == expected
+    assert valid_grid(torch.tensor([20, 30]), STRIDE).tolist() == [2, 4]  # one image
     mask = valid_cells(valid_hw, (4, 6), STRIDE)  # (B, H, W)
-    ignored = padding_ignore(valid_hw, (4, 6), STRIDE)[:, 0]  # (B, H, W)
-    assert torch.equal(mask, ignored == 0)
+    for m, (rows, cols) in zip(mask, expected):
+        want = torch.zeros(4, 6, dtype=torch.bool)
+        want[:rows, :cols] = True
+        assert torch.equal(m, want)
+    # Training ignores exactly the rest: the padding cells.
+    assert torch.equal(padding_ignore(valid_hw, (4, 6), STRIDE)[:, 0] == 0, mask)

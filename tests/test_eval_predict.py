@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 from fastpose import config as config_mod
 from fastpose.checkpoint import save_snapshot
 from fastpose.cli import app
+from fastpose.draw import draw_pose
 from fastpose.evaluate import evaluate, ground_truth, score
 from fastpose.model import build_model
-from fastpose.predict import draw_pose, expand_inputs
+from fastpose.predict import expand_inputs
 from fastpose.shards import Sample, ShardDataset, ShardWriter
 
 K = 3

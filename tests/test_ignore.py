@@ -46,10 +46,10 @@ def test_ignore_grid_undoes_scale_and_mirror_hand_computed():
 def coco_shards(tmp_path_factory):
     if not COCO.is_dir():
         pytest.skip(f"shared test data not found at {COCO}")
-    from fastpose.convert.coco import convert_coco
+    from fastpose.convert import coco
 
     out = tmp_path_factory.mktemp("coco") / "shards"
-    convert_coco(COCO, COCO / "test_coco.json", out, workers=1, quiet=True)
+    coco.convert(COCO, COCO / "test_coco.json", out, workers=1, quiet=True)
     return out
 
 

@@ -13,13 +13,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
-import json, sys
-sys.path.insert(0, "tools")
-import compile_kernels
-from fastpose.kernels import targets
+import importlib.util, json
+spec = importlib.util.spec_from_file_location("compile_kernels", "tools/compile_kernels.py")
+compile_kernels = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compile_kernels)
+from fastpose.kernels import _common
 
 rows = compile_kernels.compile_all([80, 90])
-targets.LAUNCH_OPTIONS.clear()  # the compiler's defaults: fused multiply-adds, which the check must catch
+_common.LAUNCH_OPTIONS.clear()  # the compiler's defaults: fused multiply-adds, which the check must catch
 fused = compile_kernels.compile_all([90], ["targets"])
 print(json.dumps({"rows": rows, "fused": fused}))
 """

@@ -16,9 +16,10 @@ from fastpose.kernels.pairwise import (
     make_pairwise_targets_torch,
     make_pairwise_targets_triton,
     pair_channels,
+    pair_id,
 )
 from fastpose.kernels.targets import make_targets
-from fastpose.pairwise import compute_stats, load_stats, pair_id, sample_stats, save_stats, stats_from_shards
+from fastpose.pairwise import compute_stats, load_stats, sample_stats, save_stats, stats_from_shards
 from fastpose.pipeline import Params, transform_joints
 
 COCO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mmpose" / "coco"
@@ -252,9 +253,9 @@ def test_stats_from_coco_shards_match_the_json(tmp_path):
     from typer.testing import CliRunner
 
     from fastpose.cli import app
-    from fastpose.convert.coco import convert_coco
+    from fastpose.convert import coco
 
-    convert_coco(COCO, COCO / "test_coco.json", tmp_path / "coco", workers=1, quiet=True)
+    coco.convert(COCO, COCO / "test_coco.json", tmp_path / "coco", workers=1, quiet=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every pair of COCO's 17 keypoints appears in these 12 persons
         mean, std, count = stats_from_shards(tmp_path / "coco", "train")

@@ -9,7 +9,6 @@ Pipelines are built once per module (DALI start-up is the slow part).
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import pytest
 import torch
 
 from fastpose import config
+from fastpose.baselines import pil_sample
 from fastpose.pipeline import (
     Augment,
     Params,
@@ -377,13 +377,6 @@ def test_corrupt_image_is_skipped_and_counted(corrupt):
 # --- real frames ------------------------------------------------------------------------------------------------
 
 
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("bench_pipeline", ROOT / "tools" / "bench_pipeline.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.skipif(not DLC.is_dir(), reason=f"shared data folder {DLC} is absent (a fresh clone without ../shared)")
 def test_real_frames_match_the_pil_reference(tmp_path):
     """4 DeepLabCut frames (two sizes) at scale 0.5: DALI's resize ~ PIL's bilinear, joints where the labels say."""
@@ -397,7 +390,6 @@ def test_real_frames_match_the_pil_reference(tmp_path):
         joints = np.array([[[v[2 * k], v[2 * k + 1], 2 if row[1 + 2 * k] else 0] for k in range(5)]], np.float32)
         samples.append(Sample(image=data, image_format="png", size=(3, *img.shape[:2]), joints=joints))
     root = _write(tmp_path / "dlc", samples, num_joints=5, all_joints=[])
-    bench = _bench_module()
     cfg = _cfg("global_scale=0.5")
     with build_loader(cfg, root, train=False, batch_size=2) as loader:
         batches = list(loader)
@@ -408,7 +400,7 @@ def test_real_frames_match_the_pil_reference(tmp_path):
             h, w = s.size[1:]
             vh, vw = batch.valid_hw[i].tolist()
             assert (vh, vw) == (math.floor(h * 0.5), math.floor(w * 0.5))
-            ref = bench.pil_sample(s.image, vw, vh, False, cfg.mean_pixel)  # (3, vh, vw)
+            ref = pil_sample(s.image, vw, vh, False, cfg.mean_pixel)  # (3, vh, vw)
             diff = np.abs(batch.images[i, :, :vh, :vw].numpy() - ref)
             # Same filter (antialiased bilinear), different rounding: measured mean 0.15, 99th percentile 1, max 4.
             assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 2

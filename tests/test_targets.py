@@ -3,16 +3,11 @@ the round trip back to the joints."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+from fastpose.baselines import numpy_targets
 from fastpose.kernels.targets import Targets, make_targets, make_targets_torch, make_targets_triton
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from numpy_targets import numpy_targets  # noqa: E402
 
 STDEV = 7.2801
 NAN = float("nan")

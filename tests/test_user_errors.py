@@ -275,7 +275,7 @@ def test_eval_snapshot_of_another_joint_count_names_the_tensors(data, snapshot):
     with pytest.raises(UserError, match=r"do not fit the network of the config \(net_type resnet_18, 14 joints.*"
                                         r"part.deconv.weight is \(512, 11, 3, 3\) in the snapshot, \(512, 14, 3, 3\) "
                                         r"for the config"):
-        evaluate.load_model(snapshot, torch.device("cpu"), _cfg(data, num_joints=14))
+        checkpoint.load_model(snapshot, torch.device("cpu"), _cfg(data, num_joints=14))
 
 
 def test_eval_outputs_paths(tmp_path):

@@ -5,7 +5,7 @@ maps as a perfect network would give them (one peak per joint, exact locref and 
 --runs runs of --repeat calls each, since the machine may be shared): the whole `assemble`; its steps `detect` (NMS),
 the native `edge_costs` (pruned, as assemble calls it) and the native multicut on that pruned graph; for comparison
 the numpy `edge_features` + logistic costs (the reference), the native multicut on the full graph (every pair, with
-the same-type repulsions) and the numpy greedy contraction of tests/multicut_oracle.py on it (pure-python baseline).
+the same-type repulsions) and the numpy greedy contraction of fastpose.baselines.gaec on it (pure-python baseline).
 
 Run: .venv/bin/python tools/bench_assembly.py [--repeat 20] [--runs 5] [--json out.json]
 """
@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -24,12 +23,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from multicut_oracle import gaec  # noqa: E402
-
-from fastpose import assembly  # noqa: E402
+from fastpose import assembly
+from fastpose.baselines import gaec
+from fastpose.kernels.pairwise import pair_id
 
 K, H, W, STRIDE = 17, 90, 120, 8  # grid cells of a 960 x 720 input
 
@@ -53,7 +49,7 @@ def maps(joints: np.ndarray, mean, std):
             part[s, row, col] = 5.0
             locref[2 * s:2 * s + 2, row, col] = (p[s] - centre) / 7.2801
             e = np.array([e for e in range(K) if e != s])
-            pid = assembly.pair_ids(np.full(len(e), s), e, K)
+            pid = pair_id(np.full(len(e), s), e, K)
             target = ((p[e] - centre) - mean[s, e]) / std[s, e]  # (K - 1, 2)
             pairwise[2 * pid, row, col] = target[:, 0]
             pairwise[2 * pid + 1, row, col] = target[:, 1]

@@ -32,7 +32,7 @@ F32 = "*fp32"
 
 
 def _specs() -> dict:
-    from fastpose.kernels import losses, pairwise, targets
+    from fastpose.kernels import _common, losses, pairwise, targets
 
     tgt_sig = {"joints_ptr": F32, "thresh_ptr": F32, "ignore_ptr": F32, "scmap_ptr": F32, "weights_ptr": F32,
                "locref_ptr": F32, "mask_ptr": F32, "P": "i32", "K": "i32", "H": "i32", "W": "i32", "tiles": "i32",
@@ -47,8 +47,8 @@ def _specs() -> dict:
              for dtype in ("fp32", "bf16") for locref, huber in ((False, False), (True, True), (True, False))]
     flags = [{"HAS_IGNORE": i, "PRESENT_ONLY": po, **block} for i in (False, True) for po in (False, True)]
     return {
-        "targets": (targets._targets_kernel, tgt_sig, [(f, {}) for f in flags], targets.LAUNCH_OPTIONS, True),
-        "pairwise": (pairwise._pairwise_kernel, pw_sig, [(block, {})], targets.LAUNCH_OPTIONS, True),
+        "targets": (targets._targets_kernel, tgt_sig, [(f, {}) for f in flags], _common.LAUNCH_OPTIONS, True),
+        "pairwise": (pairwise._pairwise_kernel, pw_sig, [(block, {})], _common.LAUNCH_OPTIONS, True),
         "loss_fwd": (losses._loss_fwd_kernel, fwd_sig, [(c, {"a_ptr": f"*{t}"}) for t, c in modes], {}, False),
         "loss_bwd": (losses._loss_bwd_kernel, bwd_sig,
                      [(c, {"a_ptr": f"*{t}", "grad_ptr": f"*{t}"}) for t, c in modes], {}, False),

@@ -237,7 +237,7 @@ class _LoadCoco:
         return load_coco_image(entry, self.inner)
 
 
-def convert_coco(images: str | Path, annotations: str | Path, out: str | Path, *, min_keypoints: int = 1,
+def convert(images: str | Path, annotations: str | Path, out: str | Path, *, min_keypoints: int = 1,
                  split: str | None = None, seed: int = 0, workers: int | None = None, skip_bad: bool = False,
                  overwrite: bool = False, samples_per_shard: int = 512, reencode_jpeg: int | None = None,
                  quiet: bool = False) -> dict:

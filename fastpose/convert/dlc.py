@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fastpose.convert.common import Entry
+from fastpose.convert.common import Entry, Reencode, assign_splits, convert_entries, load_image_entry, parse_split
 from fastpose.errors import UserError
+from fastpose.shards import ShardWriter
 
 
 def read_project(project: str | Path) -> tuple[list[str], list[list[int]], list[Entry]]:
@@ -98,9 +99,6 @@ def convert(project: str | Path, out: str | Path, *, split: str | None = None, s
             workers: int | None = None, skip_bad: bool = False, overwrite: bool = False,
             samples_per_shard: int = 512, reencode_jpeg: int | None = None, quiet: bool = False) -> dict:
     """Convert a DeepLabCut project into a shards folder. Returns {"samples": {split: n}, "num_joints": K}."""
-    from fastpose.convert.common import Reencode, assign_splits, convert_entries, load_image_entry, parse_split
-    from fastpose.shards import ShardWriter
-
     project = Path(project)
     names, skeleton, entries = read_project(project)
     splits = assign_splits(len(entries), parse_split(split), seed)

@@ -14,14 +14,16 @@ Both MATLAB v5 files (scipy.io) and v7.3 files (HDF5, read with h5py) are read.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 import scipy.io
 
-from fastpose.convert.common import Entry
+from fastpose.convert.common import Entry, Reencode, assign_splits, convert_entries, load_image_entry, parse_split
 from fastpose.errors import UserError
+from fastpose.shards import ShardWriter
 
 FIELDS = ("image", "size", "joints")
 
@@ -148,9 +150,6 @@ def convert(mat_path: str | Path, out: str | Path, *, num_joints: int | None = N
             seed: int = 0, workers: int | None = None, skip_bad: bool = False, overwrite: bool = False,
             samples_per_shard: int = 512, reencode_jpeg: int | None = None, quiet: bool = False) -> dict:
     """Convert a seed .mat into a shards folder. Returns {"samples": {split: n}, "num_joints": K, "note": str}."""
-    from fastpose.convert.common import Reencode, assign_splits, convert_entries, load_image_entry, parse_split
-    from fastpose.shards import ShardWriter
-
     mat_path = Path(mat_path)
     if num_joints is not None and num_joints < 0:
         raise UserError(f"--num-joints {num_joints}: must be positive (or left out to use the largest joint id + 1).")
@@ -185,8 +184,6 @@ def cached_shards(mat_path: str | Path, cfg, quiet: bool = False) -> Path:
     entries go to the `train` split (as the seed trained on the whole file); convert explicitly with --split for a
     held-out set.
     """
-    import json
-
     mat_path = Path(mat_path)
     cache = mat_path.with_name(mat_path.name + ".shards")
     manifest = cache / "manifest.json"

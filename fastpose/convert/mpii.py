@@ -158,7 +158,7 @@ def read_release(path: str | Path) -> tuple[list, np.ndarray, list[set[int]]]:
     return annolist, img_train, single
 
 
-def _points(rect) -> np.ndarray | None:
+def rect_points(rect) -> np.ndarray | None:
     """(n, 4) MPII id, x, y, visibility of a rectangle (1-based coordinates as stored); None if unannotated.
 
     ValueError with a reason for a malformed point.
@@ -202,7 +202,7 @@ def parse_persons(annolist: list, img_train: np.ndarray, single: list[set[int]],
         parsed: list[tuple[np.ndarray | None, str | None]] = []
         for rect in rects:
             try:
-                parsed.append((_points(rect), None))
+                parsed.append((rect_points(rect), None))
             except (ValueError, TypeError) as e:
                 parsed.append((None, str(e)))
         for r, rect in enumerate(rects, start=1):
@@ -380,7 +380,7 @@ def load_person(entry: Entry, quality: int = 95):
 
 
 # ---------------------------------------------------------------------------------------------------------- convert
-def convert_mpii(root: str | Path, out: str | Path, *, mat: str | Path | None = None, images: str | Path | None = None,
+def convert(root: str | Path, out: str | Path, *, mat: str | Path | None = None, images: str | Path | None = None,
                  val_list: str | Path | None = None, split: str | None = None, seed: int = 0,
                  workers: int | None = None, skip_bad: bool = False, overwrite: bool = False,
                  samples_per_shard: int = 512, jpeg_quality: int = 95, quiet: bool = False) -> dict:

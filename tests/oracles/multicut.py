@@ -1,9 +1,8 @@
-"""Pure-numpy multicut references for the native solver's tests (and tools/bench_assembly.py).
+"""Pure-numpy multicut references for the native solver's tests.
 
 `objective` is the cost being minimised: the summed cost of the edges whose two ends share a label. `exhaustive`
-tries every partition of up to ~10 nodes (Bell(10) = 115975 of them) and returns an optimum; `gaec` is greedy
-additive edge contraction written plainly (join the two clusters with the most negative summed cost while it is
-negative), the baseline the native solver must never lose to.
+tries every partition of up to ~10 nodes (Bell(10) = 115975 of them) and returns an optimum. (The greedy baseline
+`gaec` lives in fastpose.baselines: tools/bench_assembly.py measures against it too.)
 """
 
 from __future__ import annotations
@@ -42,26 +41,3 @@ def exhaustive(n: int, edges: np.ndarray, costs: np.ndarray) -> tuple[np.ndarray
     values = joined.astype(np.float64) @ np.asarray(costs, np.float64)  # (P,)
     best = int(np.argmin(values))
     return parts[best].astype(np.int64), float(values[best])
-
-
-def gaec(n: int, edges: np.ndarray, costs: np.ndarray) -> np.ndarray:
-    """Greedy additive edge contraction: labels (n,). Dense (n, n) summed costs between clusters; O(n^3)."""
-    cost = np.zeros((n, n))
-    edges = np.asarray(edges).reshape(-1, 2)
-    keep = edges[:, 0] != edges[:, 1]
-    np.add.at(cost, (edges[keep, 0], edges[keep, 1]), np.asarray(costs, np.float64)[keep])
-    cost = cost + cost.T  # (n, n) symmetric
-    alive = np.ones(n, bool)
-    labels = np.arange(n)
-    while True:
-        masked = np.where(alive[:, None] & alive[None, :], cost, np.inf)
-        np.fill_diagonal(masked, np.inf)
-        flat = int(np.argmin(masked))
-        u, v = divmod(flat, n)
-        if not masked[u, v] < 0:
-            break
-        cost[u] += cost[v]  # v joins u: its summed costs add to u's
-        cost[:, u] += cost[:, v]
-        alive[v] = False
-        labels[labels == v] = u
-    return np.unique(labels, return_inverse=True)[1].reshape(n)

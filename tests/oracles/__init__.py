@@ -1,0 +1,1 @@
+"""Independent references that only the tests use."""
