@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.table import Table
 
 from fastpose import dataset
 from fastpose.atomic import write_atomic
@@ -349,8 +350,6 @@ def run(parts: list[str], *, config=None, overrides=None, data=None, batch_size=
 
 def table(report: dict):
     """A rich table: one row per part (and per targets implementation)."""
-    from rich.table import Table
-
     t = Table(title=f"fastpose bench on {report['device']}  (torch {report['versions']['torch']})")
     for col in ("part", "images/s", "ms/batch", "batch", "peak MB", "notes"):
         t.add_column(col, justify="left" if col in ("part", "notes") else "right")

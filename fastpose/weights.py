@@ -18,6 +18,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
 from fastpose.atomic import sha256_of
 from fastpose.errors import UserError, out_folder
 
@@ -123,9 +126,6 @@ def _fetch(url: str, tmp: Path, progress: bool) -> str:
 
 
 def _progress_bar(enabled: bool):
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-
     # On stderr, so stdout carries only the init_weights line.
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                     TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)

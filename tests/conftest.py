@@ -1,4 +1,4 @@
-"""Shared test setup: the Triton interpreter on machines without CUDA, and seeded generators.
+"""Shared test setup: the Triton interpreter on machines without CUDA, the `cuda` marker, and seeded generators.
 
 TRITON_INTERPRET must be set before anything imports triton (pytest imports this file before the test modules), so
 the Triton kernels run on CPU tensors here; on a CUDA machine they compile for the GPU as usual.
@@ -13,6 +13,16 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` are skipped where torch sees no GPU (and run with `pytest -m cuda` where it does)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

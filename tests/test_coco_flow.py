@@ -46,6 +46,7 @@ out_dir: {root}/run
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not COCO.exists(), reason="../shared/data/mmpose/coco is absent (a user's fresh clone)")
 def test_multi_person_flow(tmp_path):
     coco.convert(COCO, COCO / "test_coco.json", tmp_path / "shards", quiet=True, workers=1)

@@ -206,6 +206,7 @@ def test_malformed_mat_files(tmp_path):
         mat.convert(tmp_path / "empty.mat", tmp_path / "out", num_joints=2, quiet=True)
 
 
+@pytest.mark.slow
 def test_interrupted_convert_leaves_no_complete_dataset(tmp_path):
     synth.make_dataset(tmp_path / "s", n=400, seed=1)
     cmd = [sys.executable, "-m", "fastpose", "convert", "mat", str(tmp_path / "s" / "dataset.mat"), "--out",

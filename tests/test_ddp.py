@@ -59,6 +59,7 @@ def run(cmd, tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside this python")
 def test_two_ranks_equal_one_process_with_doubled_batch(data, tmp_path):
     (tmp_path / "ddp.yaml").write_text(CFG.format(data=data, batch=2, out=tmp_path / "ddp"))

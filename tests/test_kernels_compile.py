@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
@@ -26,6 +28,7 @@ print(json.dumps({"rows": rows, "fused": fused}))
 """
 
 
+@pytest.mark.slow
 def test_kernels_compile_for_a100_and_h100_without_spills_and_keep_the_twins_rounding(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, do not interpret
     env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")

@@ -159,7 +159,7 @@ def test_triton_forward_is_deterministic(gen, monkeypatch):
     assert torch.equal(part_loss_triton(a.clone(), b.clone(), w.clone()), first)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_dispatch_matches_torch_twin(gen, dtype):
     loss_rtol, grad_rtol, grad_atol = TOL[dtype]

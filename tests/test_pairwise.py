@@ -123,7 +123,7 @@ def test_triton_matches_the_torch_twin(gen):
     torch.testing.assert_close(c.target, a.target, rtol=0, atol=0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_triton_on_cuda_matches_the_torch_twin_exactly(gen):
     # Launched without FMA contraction and dividing with div_rn, the kernel does the twin's float32 operations.
     joints, mean, std, thresh = _random_batch(gen, size=160)

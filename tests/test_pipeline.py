@@ -344,6 +344,7 @@ def corrupt(tmp_path_factory):
     return _write(tmp_path_factory.mktemp("bad") / "ds", samples)
 
 
+@pytest.mark.slow
 def test_corrupt_image_is_a_clear_error_and_never_hangs(corrupt):
     script = textwrap.dedent(f"""
         from fastpose import config

@@ -175,7 +175,7 @@ def test_triton_matches_torch_twin_on_cpu(gen, b, p, k, h, w, present_only, with
         assert torch.equal(a, e), name  # the interpreter runs the same float32 operations as the twin
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_triton_on_cuda_matches_torch_twin(gen):
     b, p, k, h, w = 8, 6, 17, 64, 48
     joints = _random_joints(gen, b, p, k, h, w)

@@ -95,6 +95,7 @@ def test_loss_decreases_and_logs(uninterrupted):
     assert list((out / "log").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_resume_in_process_is_exact(data, tmp_path, uninterrupted):
     cfg_path = write_cfg(tmp_path, data)
     first = train(config.load(cfg_path), max_iters=5, quiet=True)  # snapshot at 3 and at the stop (5)
@@ -104,6 +105,7 @@ def test_resume_in_process_is_exact(data, tmp_path, uninterrupted):
     assert_same_weights(weights(second["snapshot"]), weights(uninterrupted["snapshot"]))
 
 
+@pytest.mark.slow
 def test_sigkill_between_snapshots_then_resume(data, tmp_path, uninterrupted):
     cfg_path = write_cfg(tmp_path, data)
     out = tmp_path / "run"
@@ -121,6 +123,7 @@ def test_sigkill_between_snapshots_then_resume(data, tmp_path, uninterrupted):
     assert_same_weights(weights(out / "snapshot-8.pt"), weights(uninterrupted["snapshot"]))
 
 
+@pytest.mark.slow
 def test_sigterm_writes_snapshot_and_exits_zero(data, tmp_path):
     cfg_path = write_cfg(tmp_path, data, save_iters=1000)
     out = tmp_path / "run"
@@ -138,6 +141,7 @@ def test_sigterm_writes_snapshot_and_exits_zero(data, tmp_path):
     assert snap is not None and 2 <= checkpoint.load_snapshot(snap)["iteration"] < 100
 
 
+@pytest.mark.slow
 def test_cli_with_spawned_workers(data, tmp_path):
     """On a GPU the pipeline's workers are spawned (CUDA cannot be forked): `python -m fastpose` must survive that."""
     cfg_path = write_cfg(tmp_path, data, deterministic="false")

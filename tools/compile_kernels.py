@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fastpose.kernels import _common, losses, pairwise, targets
+
 # name: (module, kernel, signature, variants, launch options, exact): the signature maps each argument to its
 # Triton type; a variant gives the constexprs and may retype pointers (bfloat16 logits); `exact` kernels must keep
 # the twins' rounding (no FMA, correctly rounded division).
@@ -32,8 +34,6 @@ F32 = "*fp32"
 
 
 def _specs() -> dict:
-    from fastpose.kernels import _common, losses, pairwise, targets
-
     tgt_sig = {"joints_ptr": F32, "thresh_ptr": F32, "ignore_ptr": F32, "scmap_ptr": F32, "weights_ptr": F32,
                "locref_ptr": F32, "mask_ptr": F32, "P": "i32", "K": "i32", "H": "i32", "W": "i32", "tiles": "i32",
                "stride": "fp32", "stdev": "fp32"}
