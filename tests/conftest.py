@@ -1,18 +1,45 @@
-"""Shared test setup: the Triton interpreter on machines without CUDA, the `cuda` marker, and seeded generators.
+"""Shared test setup: the Triton interpreter on machines without CUDA, the `cuda` marker, seeded generators, the
+shared-data rule, and mutmut's copy of the sources.
 
 TRITON_INTERPRET must be set before anything imports triton (pytest imports this file before the test modules), so
 the Triton kernels run on CPU tensors here; on a CUDA machine they compile for the GPU as usual.
+
+Under `make mutate` the tests run from mutmut's copy (mutants/tests), but the editable install's import finder maps
+every `fastpose.*` module to a fixed file of the checkout: it is pointed at the copies in mutants/ (where mutmut wrote
+the mutated modules) before any test imports fastpose.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# The fuzz tests (tests/test_fuzz_*.py): derandomised, so every run draws the same inputs. "fuzz" is the default for
+# `make test` (the whole fuzz suite within about a minute on 2 cores); "fuzz-long" is what the slow-marked tests use.
+# Module-scoped fixtures (a test image) are shared by every example on purpose.
+_FUZZ = dict(derandomize=True, print_blob=True, database=None,
+             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=30, deadline=2000, **_FUZZ)
+settings.register_profile("fuzz-long", max_examples=150, deadline=5000, **_FUZZ)
+settings.load_profile(os.environ.get("FASTPOSE_FUZZ_PROFILE", "fuzz"))
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout, or its mutants/ copy under `make mutate`
+
+if ROOT.name == "mutants":
+    for finder in sys.meta_path:
+        files = getattr(finder, "known_source_files", None)  # scikit-build-core's editable finder: module -> file
+        if isinstance(files, dict):
+            for module, path in files.items():
+                if Path(path).is_relative_to(ROOT.parent) and (ROOT / Path(path).relative_to(ROOT.parent)).is_file():
+                    files[module] = str(ROOT / Path(path).relative_to(ROOT.parent))
 
 
 def pytest_collection_modifyitems(config, items):

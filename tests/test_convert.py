@@ -89,6 +89,45 @@ def test_convert_mat_round_trip(tmp_path, save):
     np.testing.assert_array_equal(s.joints, [[[1, 2, 2], [10.5, 20, 2], [30, 5, 2]], [[3, 4, 2], [5, 6, 2], [0, 0, 0]]])
 
 
+@pytest.mark.parametrize("save", [save_v5, save_v73], ids=["v5", "v7.3"])
+def test_joint_id_equal_to_num_joints_is_a_user_error_naming_the_entry(tmp_path, save):
+    imgs = write_images(tmp_path / "images", 2)
+    # Entry 0 uses the largest valid id (2 of 3 joints, 0-based); entry 1 the first id past the end (3).
+    save(tmp_path / "d.mat", [(imgs[0][0], imgs[0][1], [[[2, 5, 6]]]),
+                              (imgs[1][0], imgs[1][1], [[[0, 1, 1], [3, 5, 6]]])])
+    with pytest.raises(UserError, match=r"joint id out of range: 1 entry \[1\], e\.g\. entry 1 person 0 has joint "
+                                        r"id 3, num_joints is 3"):
+        mat.convert(tmp_path / "d.mat", tmp_path / "out", num_joints=3, quiet=True, workers=1)
+    assert not (tmp_path / "out").exists()
+    mat.convert(tmp_path / "d.mat", tmp_path / "out", num_joints=3, quiet=True, workers=1, skip_bad=True)
+    ds = ShardDataset(tmp_path / "out")
+    assert len(ds) == 1 and ds[0].source_index == 0
+    np.testing.assert_array_equal(ds[0].joints, [[[0, 0, 0], [0, 0, 0], [5, 6, 2]]])  # id 2 -> the last joint
+    # Without --num-joints the largest id + 1 = 4 joints: the same file converts whole.
+    assert mat.convert(tmp_path / "d.mat", tmp_path / "all", quiet=True, workers=1)["num_joints"] == 4
+
+
+def test_relative_image_paths_resolve_under_images_root(tmp_path):
+    # The .mat lives apart from the images; its paths "images/im<i>.png" are relative to --images-root (default: the
+    # .mat's folder, where they are missing).
+    imgs = write_images(tmp_path / "data" / "images", 2)
+    (tmp_path / "labels").mkdir()
+    save_v5(tmp_path / "labels" / "d.mat", [(image, size, [[[0, 3, 4]]]) for image, size in imgs])
+    with pytest.raises(UserError, match=r"missing image: 2 entries \[0, 1\].*labels/images/im0\.png not found"):
+        mat.convert(tmp_path / "labels" / "d.mat", tmp_path / "out", num_joints=1, quiet=True, workers=1)
+    mat.convert(tmp_path / "labels" / "d.mat", tmp_path / "out", num_joints=1, quiet=True, workers=1,
+                images_root=tmp_path / "data")
+    ds = ShardDataset(tmp_path / "out")
+    assert [ds[i].image for i in range(2)] == [(tmp_path / "data" / "images" / f"im{i}.png").read_bytes()
+                                               for i in range(2)]
+    assert [ds[i].size for i in range(2)] == [(3, 40, 50), (3, 43, 52)]
+    # An absolute path that does not exist (a placeholder from another machine) falls back to its file name there.
+    save_v5(tmp_path / "labels" / "abs.mat", [("/elsewhere/im1.png", imgs[1][1], [[[0, 3, 4]]])])
+    mat.convert(tmp_path / "labels" / "abs.mat", tmp_path / "abs", num_joints=1, quiet=True, workers=1,
+                images_root=tmp_path / "data" / "images")
+    assert ShardDataset(tmp_path / "abs")[0].image == (tmp_path / "data" / "images" / "im1.png").read_bytes()
+
+
 @needs_shared
 def test_seed_example_reports_missing_images(tmp_path):
     raw = mat.read_entries(EXAMPLE)

@@ -80,8 +80,26 @@ def test_padding_cells_never_win():
     out = decode(part, None, STRIDE, STDEV, valid_hw)
     torch.testing.assert_close(out[0, 0, :2], torch.tensor([2 * 8 + 4.0, 1 * 8 + 4.0]))  # the best valid cell
     torch.testing.assert_close(out[1, 0, :2], torch.tensor([5 * 8 + 4.0, 3 * 8 + 4.0]))  # unpadded: the true max
+    # The score is the chosen cell's: sigmoid(3) = 0.952574 for sample 0 (not the padding's sigmoid(10) = 0.999955).
+    torch.testing.assert_close(out[:, 0, 2], torch.tensor([0.9525741268, 0.9999546021]))
     mask = valid_cells(valid_hw, (4, 6), STRIDE)
     assert mask[0].sum() == 2 * 4 and mask[0, :2, :4].all() and mask[1].all()
+    # The locref offset is the chosen cell's too: dx = 0.25 * stdev at (1, 2); the padding cell's offset is 10.
+    locref = torch.zeros(2, 2, 4, 6)
+    locref[:, :, 3, 5] = 10.0
+    locref[:, 0, 1, 2], locref[:, 1, 1, 2] = 0.25, -0.5
+    out = decode(part, locref, STRIDE, STDEV, valid_hw)
+    torch.testing.assert_close(out[0, 0], torch.tensor([20.0 + 0.25 * STDEV, 12.0 - 0.5 * STDEV, 0.9525741268]))
+    torch.testing.assert_close(out[1, 0], torch.tensor([44.0 + 10 * STDEV, 28.0 + 10 * STDEV, 0.9999546021]))
+
+
+def test_image_without_a_valid_cell_scores_zero():
+    # 4 x 5 pixels: no cell centre (4, 12, ...) lies strictly inside the height, so every cell is padding: score 0.
+    part = torch.full((1, 2, 2, 2), 5.0)
+    out = decode(part, None, STRIDE, STDEV, torch.tensor([[4, 5]]))
+    torch.testing.assert_close(out[0, :, 2], torch.zeros(2))
+    out = decode(part, None, STRIDE, STDEV, torch.tensor([[5, 5]]))  # centre 4 < 5: cell (0, 0) counts
+    torch.testing.assert_close(out[0], torch.tensor([[4.0, 4.0, 0.9933071490]] * 2))
 
 
 def test_to_source_affine():

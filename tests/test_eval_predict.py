@@ -12,12 +12,13 @@ import torch
 from typer.testing import CliRunner
 
 from fastpose import config as config_mod
+from fastpose import predict as predict_mod
 from fastpose.checkpoint import save_snapshot
 from fastpose.cli import app
 from fastpose.draw import draw_pose
 from fastpose.evaluate import evaluate, ground_truth, score
 from fastpose.model import build_model
-from fastpose.predict import expand_inputs
+from fastpose.predict import expand_inputs, predict_images
 from fastpose.shards import Sample, ShardDataset, ShardWriter
 
 K = 3
@@ -141,8 +142,26 @@ def test_eval_command_writes_documented_json(shards, snapshot, tmp_path):
     assert set(doc) >= {"pck", "pckh", "samples"}
     assert doc["samples"] == 4
     assert doc["pck"]["threshold"] == 0.2 and set(doc["pck"]["per_joint"]) == set(NAMES)
-    assert 0.0 <= doc["pck"]["mean"] <= 1.0
     assert doc["pckh"]["threshold"] == 0.5 and set(doc["pckh"]["per_joint"]) == set(NAMES)
+    # The means, derived from the written predictions and the samples' labels by the definitions (PCK@0.2: error <=
+    # 0.2 max side of the labelled joints' box; PCKh@0.5: error < 0.5 * 0.6 * the 12 x 16 head box's diagonal 20).
+    pred = np.array([s["joints"] for s in json.loads((tmp_path / "ev" / "predictions.json").read_text())["samples"]])
+    ds = ShardDataset(shards, "test")
+    hits = counted = hits_h = counted_h = 0
+    for i in range(len(SIZES)):
+        gt = ds.joints(i)[0]  # (K, 3): the first person is the one evaluated
+        vis = gt[:, 2] > 0
+        if not vis.any():
+            continue
+        err = np.hypot(*(pred[i, :, :2] - gt[:, :2]).T)  # (K,)
+        side = (gt[vis, :2].max(0) - gt[vis, :2].min(0)).max()
+        hits, counted = hits + int((err[vis] <= 0.2 * side).sum()), counted + int(vis.sum())
+        if i != 1:  # sample 1 has no head box
+            hits_h, counted_h = hits_h + int((err[vis] < 0.5 * 0.6 * 20.0).sum()), counted_h + int(vis.sum())
+    ds.close()
+    assert (counted, counted_h, hits, hits_h) == (11, 8, 1, 0)  # the untrained net is right once
+    assert doc["pck"]["mean"] == pytest.approx(hits / counted)
+    assert doc["pckh"]["mean"] == pytest.approx(hits_h / counted_h)
     mat = scipy.io.loadmat(tmp_path / "ev" / "predictions.mat")
     assert mat["joints"].shape[1] == len(SIZES) or mat["joints"].shape[0] == len(SIZES)
     assert mat["joints"].ravel()[0].shape == (K, 3)
@@ -174,6 +193,49 @@ def test_predict_writes_png_and_json(snapshot, tmp_path):
             assert -0.5 <= j["x"] <= w - 0.5 + 8 and -0.5 <= j["y"] <= h - 0.5 + 8  # a cell centre in the image
         png = cv2.imread(str(tmp_path / "out" / f"p{i}.png"))
         assert png is not None and png.shape == (h, w, 3)
+
+
+# Two odd-sized images whose x and y resize ratios differ (global_scale 0.8 -> floor(W 0.8) x floor(H 0.8)), and
+# PeakModel's joints mapped back by hand: x = (x_net + 0.5) * W / floor(0.8 W) - 0.5, likewise y.
+PREDICT_SIZES = [(41, 71), (67, 59)]  # (H, W) -> network (32, 56), (53, 47)
+PREDICT_JOINTS = [
+    # k = 0: net (12, 12); k = 1: net (28, 20); k = 2: net (44, 28)
+    [[12.5 * 71 / 56 - 0.5, 12.5 * 41 / 32 - 0.5], [28.5 * 71 / 56 - 0.5, 20.5 * 41 / 32 - 0.5],
+     [44.5 * 71 / 56 - 0.5, 28.5 * 41 / 32 - 0.5]],
+    [[12.5 * 59 / 47 - 0.5, 12.5 * 67 / 53 - 0.5], [28.5 * 59 / 47 - 0.5, 20.5 * 67 / 53 - 0.5],
+     [44.5 * 59 / 47 - 0.5, 28.5 * 67 / 53 - 0.5]],
+]
+
+
+def test_predict_images_maps_joints_to_each_images_own_pixels(shards):
+    expected = np.array(PREDICT_JOINTS)  # (2, K, 2)
+    np.testing.assert_allclose(expected[0, 2], [55.919643, 36.015625], atol=1e-6)  # the formula, evaluated by hand
+    images = [np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)
+              for i, (h, w) in enumerate(PREDICT_SIZES)]
+    out = predict_images(PeakModel(), _cfg(shards), images, torch.device("cpu"))  # one batch, padded to 64 x 64
+    assert out.shape == (2, K, 3)
+    np.testing.assert_allclose(out[..., :2], expected, atol=1e-4)
+    np.testing.assert_allclose(out[..., 2], 0.9525741268, rtol=1e-6)  # sigmoid(3)
+    for i, image in enumerate(images):  # alone in its batch: the same answer
+        np.testing.assert_allclose(predict_images(PeakModel(), _cfg(shards), [image], torch.device("cpu"))[0],
+                                   out[i], atol=1e-5)
+
+
+def test_predict_json_holds_source_pixel_joints(shards, tmp_path, monkeypatch):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, (h, w) in enumerate(PREDICT_SIZES):
+        (folder / f"p{i}.png").write_bytes(_png(h, w, 20 + i))
+    cfg = _cfg(shards)
+    monkeypatch.setattr(predict_mod, "load_model", lambda checkpoint, device, cfg_=None: (PeakModel(), cfg))
+    docs = predict_mod.predict("unused.pt", [str(folder)], tmp_path / "out", batch_size=2, device="cpu",
+                               multi_person=False)
+    for i, (h, w) in enumerate(PREDICT_SIZES):
+        doc = json.loads((tmp_path / "out" / f"p{i}.json").read_text())
+        assert doc == docs[i] and (doc["width"], doc["height"]) == (w, h)
+        got = [[j["x"], j["y"]] for j in doc["joints"]]
+        np.testing.assert_allclose(got, PREDICT_JOINTS[i], atol=1e-4)
+        assert [j["score"] for j in doc["joints"]] == pytest.approx([0.9525741268] * K, rel=1e-6)
 
 
 def test_expand_inputs(tmp_path):

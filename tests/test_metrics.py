@@ -79,6 +79,19 @@ def test_pckh_unknown_head_box_left_out():
     assert np.isnan(out[0])
 
 
+def test_pckh_zero_size_head_box_left_out():
+    # Person 0: head size 0.6 * 50 = 30, error 1 counts as correct. Persons 1 and 2 have a zero-size head box (a point
+    # box, and a box whose corners coincide at the origin): left out of PCKh, not counted as wrong (which would give
+    # 1/3) and not as right with the error 0 of person 2 (2/3).
+    gt = np.zeros((3, 1, 2))
+    pred = gt.copy()
+    pred[:2, 0, 0] = 1.0  # errors 1, 1, 0
+    boxes = np.array([[[0.0, 0.0], [30.0, 40.0]], [[5.0, 7.0], [5.0, 7.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    np.testing.assert_array_equal(metrics.pckh(pred, gt, np.ones((3, 1), bool), boxes), [1.0])
+    assert np.isnan(metrics.pckh(pred[1:], gt[1:], np.ones((2, 1), bool), boxes[1:])[0])
+    np.testing.assert_allclose(metrics.head_sizes(boxes), [30.0, 0.0, 0.0])
+
+
 def test_nan_prediction_is_wrong():
     gt = _person([[0, 0], [10, 0]])
     pred = gt.copy()
