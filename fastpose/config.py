@@ -175,8 +175,10 @@ class Config:
     compile: bool = False  # fastpose: torch.compile the model
     num_workers: int = 2  # fastpose: data loading worker processes
     num_threads: int = 2  # fastpose: DALI threads
+    worker_timeout: float = 300.0  # fastpose: seconds a batch may take before the data workers count as stuck (0: none)
     pck_threshold: float = 0.2  # fastpose: eval
     pckh_threshold: float = 0.5  # fastpose: eval
+    pcutoff: float = 0.6  # fastpose: eval, pixel error over joints scoring >= this too (DeepLabCut's p-cutoff)
 
     def max_iter(self) -> int:
         """The last iteration of the multi_step schedule."""
@@ -425,6 +427,10 @@ def validate(cfg: Config, where: str = "config") -> None:
         value = getattr(cfg, key)
         if not (math.isfinite(value) and value > 0):
             raise bad(key, "it must be a positive number")
+    if not (math.isfinite(cfg.worker_timeout) and cfg.worker_timeout >= 0):
+        raise bad("worker_timeout", "it must be a number of seconds >= 0 (0 waits for a batch forever)")
+    if not 0 <= cfg.pcutoff <= 1:
+        raise bad("pcutoff", "it must be between 0 and 1 (a joint's score is a probability)")
     if cfg.scale_jitter_lo > cfg.scale_jitter_up:
         raise UserError(f"{where}: scale_jitter_lo = {cfg.scale_jitter_lo} is larger than scale_jitter_up = "
                         f"{cfg.scale_jitter_up}; the scale is drawn from U(lo, up), so lo must be <= up.")

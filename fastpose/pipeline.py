@@ -55,8 +55,11 @@ from __future__ import annotations
 
 import io
 import math
+import multiprocessing as mp
 import os
+import signal
 from dataclasses import dataclass
+from multiprocessing.util import register_after_fork
 from pathlib import Path
 from typing import NamedTuple
 
@@ -67,9 +70,11 @@ from fastpose.config import symmetric_permutation
 from fastpose.device import pick_device
 from fastpose.errors import UserError
 from fastpose.shards import ShardDataset
+from fastpose.workers import Watchdog, die_with_parent, exit_reason, on_first_exit
 
 ALIGN = 16  # padded image sizes are multiples of this (the network's output stride)
 PREFETCH = 2  # batches DALI prepares ahead (small: start-up and memory matter more than overlap here)
+DEATH_BOUND_S = 2.0  # once a worker has died, the longest a wait for a batch may last (see Loader.__iter__)
 
 # Row layout of the per-sample metadata vector that leaves the source (float64: sample indices stay exact).
 M_INDEX, M_SCALE, M_FLIP, M_VALID_H, M_VALID_W, M_OFF_X, M_OFF_Y, M_CLAMPED, M_BAD = range(9)
@@ -331,6 +336,18 @@ class _Source:
         self.start_epoch, self.start_batch, self.skip_bad = start_epoch, start_batch, skip_bad
         self._order: tuple[int, np.ndarray] | None = None
         self._sizes: np.ndarray | None = None  # (N, 3) read lazily in the worker
+        # The workers die with the process that built the pipeline (fastpose/workers.py), bound as early as each start
+        # method allows: a forked worker right after the fork (before it waits for its first task, so one killed
+        # between build and the first batch is no orphan either), a spawned one when it unpickles this source.
+        self.parent_pid = os.getpid()
+        register_after_fork(self, _Source._bind)
+
+    def _bind(self) -> None:
+        die_with_parent(self.parent_pid, "data worker")
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._bind()  # a spawned worker unpickles its source at start; no-op in the process that built the pipeline
 
     def order(self, epoch: int) -> np.ndarray:
         if self._order is None or self._order[0] != epoch:  # one permutation per epoch per worker
@@ -350,6 +367,7 @@ class _Source:
         return self.start_epoch + g // rows, g % rows
 
     def __call__(self, info):
+        self._bind()  # done at the worker's start already; a no-op here unless a start method escaped both hooks
         epoch, pos = self.position(info.idx_in_epoch)  # the pipeline is never reset: one "DALI epoch" for all
         order = self.order(epoch)
         index = int(order[pos])
@@ -455,7 +473,7 @@ class Loader:
     def __init__(self, ds: ShardDataset, aug: Augment, *, batch_size: int, shard_id: int, num_shards: int,
                  shuffle: bool, device: torch.device, num_threads: int, num_workers: int, start_epoch: int,
                  start_batch: int, skip_bad: bool, max_persons: int, dtype: torch.dtype, channels_last: bool,
-                 mean: list[float]):
+                 mean: list[float], worker_timeout: float = 0.0):
         self.ds, self.aug, self.batch_size = ds, aug, batch_size
         self.shard_id, self.num_shards, self.shuffle = shard_id, num_shards, shuffle
         self.device, self.dtype, self.channels_last, self.max_persons = device, dtype, channels_last, max_persons
@@ -476,15 +494,27 @@ class Loader:
         device_id = None
         if device.type == "cuda":
             device_id = device.index if device.index is not None else torch.cuda.current_device()
+        # DALI's workers are this process's multiprocessing children; the ones that appear during the build are ours
+        # (another loader of this process has its own), watched to name the one that died.
+        before = {p.pid for p in mp.active_children()}
         self._pipe = _build_pipeline(self._source, batch_size=batch_size, num_threads=num_threads,
                                      num_workers=num_workers, device_id=device_id, seed=aug.seed,
                                      crop=aug.train and aug.crop_w > 0, mean=mean, ignore=aug.ignore)
+        self.workers = sorted((p for p in mp.active_children() if p.pid not in before), key=lambda p: p.pid)
+        self.worker_timeout = worker_timeout
+        self._stopped: set[int] = set()  # pids of workers the watchdog killed (not the cause of the failure)
+        self._watchdog = Watchdog(worker_timeout, self._kill_workers, self._failure_message)
+        # Usually DALI fails the wait itself when a worker dies (its observer closes the result queue), but a worker
+        # killed while it held the task queue's lock leaves run() stuck in Condition.notify for good: once one dies,
+        # no wait may last more than DEATH_BOUND_S (then the watchdog ends the process with _failure_message).
+        on_first_exit(self.workers, lambda: self._watchdog.cut(DEATH_BOUND_S))
 
     def __len__(self) -> int:
         return self._len
 
     def __iter__(self):
         while self.batch < self._len:
+            self._watchdog.start()  # a bounded wait: a stuck worker ends in _timeout_message, not in a hang
             try:
                 outputs = self._pipe.run()
             except StopIteration:  # the source is endless; a bug if it happens
@@ -492,7 +522,12 @@ class Loader:
             except UserError:
                 raise
             except Exception as e:
+                # A dead worker makes DALI's pool observer close the result queue: "Worker data receiving interrupted".
+                if self._watchdog.fired or self._dead_worker_message() is not None:
+                    raise UserError(self._failure_message()) from None
                 raise self._explain(e) from e
+            finally:
+                self._watchdog.stop()
             batch = self._to_batch(outputs)
             self.batch += 1
             yield batch
@@ -591,7 +626,57 @@ class Loader:
                 return _bad_sample_error(self.ds, int(index), reason)
         return error
 
+    def _what(self) -> str:
+        return (f"the {'training' if self.aug.train else 'evaluation'} data loader of {self.ds.root} (split "
+                f"'{self.ds.split}')")
+
+    def _dead_worker_message(self) -> str | None:
+        """The paragraph for a worker that died (killed, or crashed in a native library), or None if all live."""
+        dead = [(i, p) for i, p in enumerate(self.workers)
+                if p.exitcode is not None and p.pid not in self._stopped]  # exitcode polls (WNOHANG)
+        if not dead:
+            return None
+        # DALI's observer stops the other workers with SIGTERM once one has died: name the first cause.
+        i, p = next(((i, p) for i, p in dead if p.exitcode != -signal.SIGTERM), dead[0])
+        if p.exitcode == -signal.SIGKILL:
+            hint = ("SIGKILL usually comes from the out-of-memory killer (see `dmesg`) or kill -9: lower num_workers, "
+                    "batch_size or max_input_size if memory is short")
+        elif p.exitcode in (-signal.SIGSEGV, -signal.SIGBUS, -signal.SIGABRT, -signal.SIGILL):
+            hint = ("a crash in a native library (image decoder, h5py): check the shards with `fastpose info "
+                    f"{self.ds.root} --verify`, and report it with the sample position if it repeats")
+        else:
+            hint = "check the log for the cause"
+        return (f"Data worker {i + 1} of {len(self.workers)} (pid {p.pid}) of {self._what()} {exit_reason(p.exitcode)} "
+                f"when batch {self.batch} of epoch {self.epoch} was due, so no more batches can come; "
+                f"the other workers were stopped. {hint[0].upper()}{hint[1:]}. Then run the command again (training: "
+                f"`fastpose train CONFIG --resume` continues from the newest snapshot).")
+
+    def _failure_message(self) -> str:
+        return self._dead_worker_message() or self._timeout_message()
+
+    def _timeout_message(self) -> str:
+        pids = ", ".join(str(p.pid) for p in self.workers) or "none: the loader has no worker processes"
+        return (f"No batch came from {self._what()} for {self.worker_timeout:g} s (worker_timeout) at batch "
+                f"{self.batch} of epoch {self.epoch}: a data worker (pids {pids}) is stuck, e.g. on a hung read from "
+                f"network storage or a deadlock in a native library; the workers were stopped. Check the dataset's "
+                f"storage and `fastpose info {self.ds.root} --verify`; if batches really take that long, raise "
+                f"worker_timeout in the config (0 waits forever). Then run the command again (training: `fastpose "
+                f"train CONFIG --resume` continues from the newest snapshot).")
+
+    def _kill_workers(self) -> None:
+        """The watchdog's way to end a stuck wait: DALI's observer sees the workers die and fails the wait."""
+        for p in self.workers:
+            if p.exitcode is None:
+                self._stopped.add(p.pid)
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
     def close(self) -> None:
+        watchdog = getattr(self, "_watchdog", None)
+        if watchdog is not None:
+            watchdog.close()
         pipe, self._pipe = getattr(self, "_pipe", None), None
         if pipe is not None:
             del pipe  # DALI stops its worker processes when the pipeline is destroyed
@@ -634,7 +719,8 @@ def build_loader(cfg, dataset_dir, split: str = "train", *, train: bool = True, 
                   shuffle=bool(cfg.shuffle) and train, device=pick_device(cfg.device if device is None else device),
                   num_threads=max(1, cfg.num_threads), num_workers=cfg.num_workers, start_epoch=start_epoch,
                   start_batch=start_batch, skip_bad=skip_bad, max_persons=max_persons, dtype=dtype,
-                  channels_last=channels_last, mean=[float(m) for m in cfg.mean_pixel])
+                  channels_last=channels_last, mean=[float(m) for m in cfg.mean_pixel],
+                  worker_timeout=float(cfg.worker_timeout))
 
 
 __all__ = ["Batch", "Loader", "build_loader", "epoch_order", "batches_per_epoch", "sample_params", "transform_joints",

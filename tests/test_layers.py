@@ -16,10 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Bottom to top. `fastpose.kernels.*` is the repository's kernels/ folder, installed as fastpose.kernels.
 LAYERS = [
-    ["fastpose", "fastpose.errors", "fastpose.atomic", "fastpose.kernels", "fastpose.kernels._common"],
+    ["fastpose", "fastpose.errors", "fastpose.atomic", "fastpose.workers", "fastpose.kernels",
+     "fastpose.kernels._common"],
     ["fastpose.kernels.targets", "fastpose.kernels.pairwise", "fastpose.kernels.losses", "fastpose.kernels._multicut"],
-    ["fastpose.config", "fastpose.decode", "fastpose.draw", "fastpose.device", "fastpose.model", "fastpose.metrics",
-     "fastpose.weights"],
+    ["fastpose.config", "fastpose.decode", "fastpose.draw", "fastpose.plots", "fastpose.device", "fastpose.model",
+     "fastpose.metrics", "fastpose.weights", "fastpose.video", "fastpose.tracks"],
     ["fastpose.shards"],
     ["fastpose.convert", "fastpose.convert.common", "fastpose.convert.synth"],
     ["fastpose.convert.mat", "fastpose.convert.dlc", "fastpose.convert.mpii", "fastpose.convert.coco",
@@ -28,6 +29,7 @@ LAYERS = [
     ["fastpose.pairwise"],
     ["fastpose.assembly"],
     ["fastpose.train", "fastpose.evaluate", "fastpose.predict"],
+    ["fastpose.analyze"],
     ["fastpose.bench", "fastpose.demo"],
     ["fastpose.cli"],
     ["fastpose.__main__"],

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fastpose.errors import UserError
 from fastpose.shards import IDENTITY, Sample, ShardWriter
+from fastpose.workers import die_with_parent, exit_reason
 
 console = Console(stderr=True)
 
@@ -177,6 +178,40 @@ def _run(args):
         return entry.index, None, (p.kind, p.detail)
 
 
+def _run_chunk(chunk: list) -> list:
+    return [_run(args) for args in chunk]
+
+
+def _chunks(items: Iterable, size: int):
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _watched(results, procs: list, source: str):
+    """The pool's results in order, failing with a UserError when a worker dies: multiprocessing.Pool replaces a dead
+    worker but its entries are lost, and the ordered results would wait for them forever."""
+    while True:
+        try:
+            yield from results.next(timeout=1.0)  # a chunk: imap's own chunksize hides next(timeout) behind a generator
+        except StopIteration:
+            return
+        except mp.TimeoutError:
+            dead = [(i, p) for i, p in enumerate(procs) if p.exitcode is not None]  # exitcode polls (WNOHANG)
+            if dead:
+                i, p = dead[0]
+                raise UserError(f"{source}: convert worker {i + 1} of {len(procs)} (pid {p.pid}) "
+                                f"{exit_reason(p.exitcode)}, so the entries it held are lost and nothing was written. "
+                                f"SIGKILL usually comes from the out-of-memory killer (see `dmesg`) or kill -9: pass "
+                                f"fewer --workers if memory is short; a crash signal (SIGSEGV, SIGABRT) points at an "
+                                f"image a native decoder cannot read. Then run the command again.") from None
+
+
 def problem_report(problems: dict[str, list[tuple[int, str]]], source: str,
                    index_name: str = "entry indices are 0-based") -> str:
     parts = []
@@ -206,8 +241,14 @@ def convert_entries(entries: list[Entry], writer: ShardWriter, *, source: str, s
     problems: dict[str, list[tuple[int, str]]] = {}
     written: dict[str, int] = {}
     jobs: Iterable = ((load, e) for e in entries)
-    pool = mp.get_context("fork").Pool(workers) if workers > 1 and len(entries) > 8 else None
-    results = pool.imap(_run, jobs, chunksize=4) if pool else map(_run, jobs)
+    pool, results = None, map(_run, jobs)
+    if workers > 1 and len(entries) > 8:
+        before = {p.pid for p in mp.active_children()}
+        # Each worker dies with this process, whatever kills it (fastpose/workers.py).
+        pool = mp.get_context("fork").Pool(workers, initializer=die_with_parent,
+                                           initargs=(os.getpid(), "convert worker"))
+        procs = sorted((p for p in mp.active_children() if p.pid not in before), key=lambda p: p.pid)
+        results = _watched(pool.imap(_run_chunk, _chunks(jobs, 4)), procs, source)
     try:
         with Progress(TextColumn("[bold]convert[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=console, disable=quiet, transient=True) as bar:
