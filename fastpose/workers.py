@@ -8,9 +8,10 @@ an orphan and no signal would come). Elsewhere a daemon thread polls the parent'
 when the *thread* that forked the worker exits, so workers must be started by a thread that lives as long as they do
 (the main thread, as here).
 
-The parent side: `exit_reason` turns a worker's exit code into words for the error message, and `Watchdog` bounds the
-wait for a batch: when a wait runs past its timeout it calls back (the loader then kills its workers, which wakes
-DALI's wait with an error the loader reports), and exits the process with a message if even that does not end it.
+The parent side: `exit_reason` turns a worker's exit code into words for the error message, `on_first_exit` calls back
+when a worker ends, and `Watchdog` bounds the wait for a batch (by a timeout, and by a short bound once a worker has
+died): when a wait runs past it, it calls back (the loader then kills its workers, which wakes DALI's wait with an
+error the loader reports), and exits the process with the message if even that does not end the wait.
 
 `FASTPOSE_WORKER_PID_DIR=<folder>`: each worker writes a file named by its pid there ("<role> <parent pid>"), so
 tests and cluster tooling can check that none survives (instead of matching process names).

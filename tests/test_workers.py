@@ -175,6 +175,29 @@ def test_exit_reason_words():
     assert exit_reason(None) == "is still running"
 
 
+STUCK = """\
+import time
+from fastpose.workers import Watchdog
+
+w = Watchdog(0, lambda: print("on_timeout", flush=True), lambda: "the wait is stuck", grace=0.3)
+w.start()
+w.stop()  # a wait that ended: no bound without a timeout, nothing fires
+time.sleep(0.3)
+w.start()
+w.cut(0.4)  # a worker died: the wait in progress may last 0.4 s more
+time.sleep(30)  # stuck for good (as on the lock of a killed worker)
+"""
+
+
+def test_a_wait_that_cannot_end_exits_with_the_message():
+    start_time = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", STUCK], capture_output=True, text=True, timeout=20)
+    elapsed = time.monotonic() - start_time
+    assert done.returncode == 2
+    assert done.stdout == "on_timeout\n" and done.stderr == "error: the wait is stuck\n"
+    assert 0.3 + 0.4 + 0.3 <= elapsed < 10  # the first sleep, the cut bound, the grace
+
+
 def test_worker_timeout_is_validated():
     assert config.load(None, worker_timeout=2).worker_timeout == 2.0
     with pytest.raises(UserError, match="worker_timeout = -1.0 is not allowed"):
@@ -322,6 +345,8 @@ def test_torchrun_rank_killed_takes_everything_down(data, tmp_path):
     ranks = sorted({parent for _, parent in workers.values()})
     assert len(workers) == 4 and len(ranks) == 2  # 2 ranks x 2 data workers
     os.kill(ranks[1], signal.SIGKILL)
+    killed = time.monotonic()
     _, err = proc.communicate(timeout=120)
+    print(f"torchrun ended {time.monotonic() - killed:.1f} s after the kill, status {proc.returncode}")
     assert proc.returncode != 0
     assert_all_gone(ranks + list(workers))
