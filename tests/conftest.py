@@ -41,6 +41,40 @@ if ROOT.name == "mutants":
                 if Path(path).is_relative_to(ROOT.parent) and (ROOT / Path(path).relative_to(ROOT.parent)).is_file():
                     files[module] = str(ROOT / Path(path).relative_to(ROOT.parent))
 
+# The real small datasets, read in place (../shared/data beside the checkout). Tests that need them skip with a reason
+# naming the shared data when it is absent (a user's fresh clone); on CI (`CI` set) it is required: a missing folder
+# stops the run at start, and a test skipped for a missing part of it fails, so a CI run cannot pass without them.
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def _skipped_for_shared_data(report) -> bool:
+    """Whether a test report is a skip whose reason names the shared data."""
+    return report.skipped and isinstance(report.longrepr, tuple) and "shared" in str(report.longrepr[2]).lower()
+
+
+def pytest_configure(config):
+    if os.environ.get("CI") and not SHARED_DATA.is_dir():
+        raise pytest.UsageError(f"CI is set but the shared test data {SHARED_DATA} is absent: the tests that read it "
+                                f"would be skipped and the run would pass without them. Provide ../shared/data beside "
+                                f"the checkout (or unset CI to skip those tests locally).")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if os.environ.get("CI") and _skipped_for_shared_data(report):
+        report.outcome = "failed"
+        report.longrepr = f"CI is set, and this test was skipped for missing shared data: {report.longrepr[2]}"
+    return report
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line saying how many tests skipped for want of ../shared/data (locally; on CI they fail instead)."""
+    n = sum(_skipped_for_shared_data(r) for r in terminalreporter.stats.get("skipped", []))
+    if n:
+        terminalreporter.write_line(f"{n} tests skipped because shared test data under {SHARED_DATA} is absent "
+                                    f"(with CI set they fail instead).")
+
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `cuda` are skipped where torch sees no GPU (and run with `pytest -m cuda` where it does)."""
