@@ -426,8 +426,8 @@ def fit_assembly(cfg: Config, checkpoint: str | Path, *, out: str | Path | None 
     if max_images is not None and max_images < 1:
         raise UserError(f"--max-images {max_images}: must be at least 1 (default 500).")
     dev = pick_device(device)
-    cfg, data_dir = dataset.bind_joints(cfg, quiet=True)  # the joint set from the dataset's manifest
-    net, cfg = load_model(checkpoint, dev, cfg)
+    net, cfg = load_model(checkpoint, dev, cfg)  # the config's open joint set from the snapshot, checked
+    cfg, data_dir = dataset.bind_joints(cfg, quiet=True, what=f"{checkpoint}'s network")  # checked against the data
     out = out_file(out or classifier_path(checkpoint), "--out", "assembly.json")  # before the fit, not after
     mean, std = stats_for(cfg)
     data = ShardDataset(data_dir, cfg.split)

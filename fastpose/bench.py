@@ -277,7 +277,7 @@ def synthetic_batch(cfg, batch_size: int, size: int, device: torch.device, perso
 
 def bench_step(cfg, device: torch.device, size: int, warmup: int, iters: int) -> dict:
     """One training step (forward, targets, losses, backward, optimiser) on a synthetic batch: train.train_step."""
-    if not cfg.num_joints and cfg.dataset:
+    if cfg.dataset:  # the joint set from the dataset's manifest, and a config that contradicts it is an error
         cfg = dataset.bind_joints(cfg, quiet=True)[0]
     if not cfg.num_joints:
         cfg.num_joints = 14  # no dataset to take the joint set from: MPII's 14 joints
@@ -291,7 +291,11 @@ def bench_step(cfg, device: torch.device, size: int, warmup: int, iters: int) ->
     if cfg.channels_last:
         batch = batch._replace(images=batch.images.contiguous(memory_format=torch.channels_last))
     model.train()
-    times = time_calls(lambda: train_step(model, optimizer, scaler, cfg, batch), device, warmup, iters)
+    # A pairwise head's loss needs statistics (mean, std), each (K, K, 2); the step's cost does not depend on their
+    # values, so the synthetic batch gets neutral ones instead of requiring a pairwise-stats file.
+    k = cfg.num_joints
+    stats = (torch.zeros(k, k, 2, device=device), torch.ones(k, k, 2, device=device)) if cfg.pairwise_predict else None
+    times = time_calls(lambda: train_step(model, optimizer, scaler, cfg, batch, stats), device, warmup, iters)
     return {**rate(times, cfg.batch_size), "size": size, "net_type": cfg.net_type,
             "precision": effective_precision(cfg.precision, device)}
 

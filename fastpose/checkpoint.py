@@ -8,6 +8,7 @@ folder and renamed into place, so a crash mid-save never leaves a truncated file
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import random
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from fastpose import __version__
-from fastpose.config import FIELDS, Config, load
+from fastpose.config import FIELDS, Config, load, validate
 from fastpose.errors import UserError, cause
 from fastpose.model import PoseNet, build_model
 
@@ -166,12 +167,46 @@ def config_from_snapshot(ckpt: dict):
     return load(None, **values)
 
 
+# The joint set: what a config may leave open (0 / empty) for a snapshot or a dataset manifest to fill.
+JOINT_KEYS = ("num_joints", "joint_names", "all_joints", "all_joints_names", "skeleton")
+
+
+def bind_snapshot_joints(cfg: Config, ckpt: dict, checkpoint: str | Path) -> Config:
+    """cfg with its open joint set filled from the snapshot's saved config; a UserError where what cfg does set
+    (num_joints, joint_names, all_joints) disagrees with the joint set the snapshot was trained with.
+
+    The one binding of a (config, snapshot) pair: eval, predict and fit-assembly go through it (via load_model); where a
+    dataset is read, `fastpose.dataset.bind_joints` then checks the result against the shards' manifest."""
+    saved = ckpt.get("config")
+    if not isinstance(saved, dict):
+        raise UserError(f"{checkpoint}: the snapshot holds no saved config (found {type(saved).__name__}); it is "
+                        f"damaged. Use another snapshot of that run.")
+    trained = {key: saved.get(key) for key in JOINT_KEYS}
+    k = trained["num_joints"]
+    if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
+        raise UserError(f"{checkpoint}: the snapshot's saved config has num_joints = {k!r}, not a positive integer; "
+                        f"the snapshot is damaged or was not written by `fastpose train`. Use another snapshot.")
+    for key in ("num_joints", "joint_names", "all_joints"):
+        given = getattr(cfg, key)
+        if given and trained[key] and given != trained[key]:
+            raise UserError(f"The config sets {key} = {given}, but {checkpoint} was trained with {key} = "
+                            f"{trained[key]}. Remove {key} from the config (the snapshot brings its joint set), or "
+                            f"pass the snapshot of a run trained with this joint set.")
+    cfg = dataclasses.replace(cfg)  # the caller's config is left as it was
+    for key in JOINT_KEYS:
+        if not getattr(cfg, key) and trained[key]:
+            setattr(cfg, key, trained[key] if key == "num_joints" else [list(v) if isinstance(v, list) else v
+                                                                        for v in trained[key]])
+    validate(cfg, f"config + {checkpoint}")
+    return cfg
+
+
 def load_model(checkpoint: str | Path, device: torch.device, cfg: Config | None = None) -> tuple[PoseNet, Config]:
-    """(the network in eval mode on `device`, its Config) from a snapshot path; cfg defaults to the snapshot's own.
-    A config whose network does not fit the snapshot's weights is a UserError naming the first mismatches."""
+    """(the network in eval mode on `device`, its Config) from a snapshot path; cfg defaults to the snapshot's own,
+    and a given cfg's open joint set is filled from the snapshot (`bind_snapshot_joints`). A config whose network does
+    not fit the snapshot's weights is a UserError naming the first mismatches."""
     ckpt = load_snapshot(checkpoint)
-    if cfg is None:
-        cfg = config_from_snapshot(ckpt)
+    cfg = config_from_snapshot(ckpt) if cfg is None else bind_snapshot_joints(cfg, ckpt, checkpoint)
     model = build_model(cfg)
     try:
         model.load_state_dict(ckpt["model"])

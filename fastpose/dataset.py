@@ -28,10 +28,16 @@ def resolve(cfg: Config, quiet: bool = False) -> Path:
     return path
 
 
-def bind_joints(cfg: Config, quiet: bool = False) -> tuple[Config, Path]:
-    """(cfg with the joint set of its dataset's manifest, the shards folder); a UserError when they disagree."""
+def bind_joints(cfg: Config, quiet: bool = False, what: str = "The config") -> tuple[Config, Path]:
+    """(cfg with the joint set of its dataset's manifest, the shards folder); a UserError when they disagree.
+    `what` names where cfg's joint set came from in that message (a snapshot bound by checkpoint.load_model)."""
     data = resolve(cfg, quiet)
     manifest = read_manifest(data)
+    if cfg.num_joints and cfg.num_joints != manifest["num_joints"]:
+        raise UserError(f"{what} has num_joints = {cfg.num_joints}, but the dataset {data} has "
+                        f"{manifest['num_joints']} joints ({', '.join(map(str, manifest['joint_names'][:20]))}). Use "
+                        f"the dataset the model was trained on, or remove num_joints from the config (or convert the "
+                        f"data with --num-joints {cfg.num_joints}).")
     cfg = with_joints(cfg, manifest["num_joints"], manifest["joint_names"], manifest["all_joints"],
                       manifest.get("skeleton"))
     return cfg, data
