@@ -18,15 +18,15 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from fastpose import assembly, bench, demo, evaluate, pairwise, predict, shards, train, weights
+from fastpose import analyze, assembly, bench, demo, evaluate, export, pairwise, predict, shards, train, weights
 from fastpose.checkpoint import latest_snapshot
 from fastpose.config import load
 from fastpose.convert import coco, dlc, mat, mpii, synth
 from fastpose.errors import UserError, out_file, out_folder
 
 # `fastpose --help` lists the commands in the order a user meets them.
-COMMAND_ORDER = ("convert", "info", "config", "train", "eval", "predict", "bench", "pairwise-stats", "fit-assembly",
-                 "synth", "weights", "demo")
+COMMAND_ORDER = ("convert", "info", "config", "train", "eval", "predict", "analyze", "export", "bench",
+                 "pairwise-stats", "fit-assembly", "synth", "weights", "demo")
 
 
 class _InOrder(TyperGroup):
@@ -217,20 +217,32 @@ def weights_download(
 
 
 def _eval_table(metrics: dict, title: str | None = None) -> Table:
-    """PCK (and PCKh) per symmetric group, then per joint, then the mean, as percentages."""
+    """PCK (and PCKh) per symmetric group, then per joint, then the mean, as percentages; beside them the mean pixel
+    error (original image pixels), the same over joints scoring >= the p-cutoff, and the percentage kept."""
     table = Table(title=title)
     table.add_column("")
     table.add_column("name")
-    pck, pckh = metrics["pck"], metrics["pckh"]
+    pck, pckh, px = metrics["pck"], metrics["pckh"], metrics.get("pixel_error")
     table.add_column(f"PCK@{pck['threshold']:g}", justify="right")
     if pckh:
         table.add_column(f"PCKh@{pckh['threshold']:g}", justify="right")
+    if px:
+        for column in ("error px", f"px, p>={px['pcutoff']:g}", "kept %"):
+            table.add_column(column, justify="right")
 
     def pct(v) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
 
+    def pixels(v) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
     def row(label: str, name: str, key: str, end: bool = False) -> None:
         cells = [pct(pck[key].get(name))] + ([pct(pckh[key].get(name))] if pckh else [])
+        if px and key == "per_joint":
+            cells += [pixels(px["per_joint"].get(name)), pixels(px["per_joint_above_pcutoff"].get(name)),
+                      pct(px["kept_per_joint"].get(name))]
+        elif px:
+            cells += [pixels(px["per_group"].get(name)), "", ""]
         table.add_row(label, name, *cells, end_section=end)
 
     groups, joints = list(pck["per_group"]), list(pck["per_joint"])
@@ -238,8 +250,29 @@ def _eval_table(metrics: dict, title: str | None = None) -> Table:
         row("group" if i == 0 else "", name, "per_group", end=i == len(groups) - 1)
     for i, name in enumerate(joints):
         row("joint" if i == 0 else "", name, "per_joint", end=i == len(joints) - 1)
-    table.add_row("mean", "all joints", pct(pck["mean"]), *([pct(pckh["mean"])] if pckh else []), style="bold")
+    table.add_row("mean", "all joints", pct(pck["mean"]), *([pct(pckh["mean"])] if pckh else []),
+                  *([pixels(px["mean"]), pixels(px["mean_above_pcutoff"]), pct(px["kept"])] if px else []),
+                  style="bold")
     return table
+
+
+def _pixel_line(results: dict) -> str:
+    """DeepLabCut's summary: 'train error: 2.01 px, test error: 2.69 px; with p-cutoff 0.6: ...', people found."""
+    px = {name: r["metrics"]["pixel_error"] for name, r in results.items()}
+
+    def value(v, unit: str = " px") -> str:
+        return "-" if v is None else f"{v:.2f}{unit}"
+
+    line = ", ".join(f"{name} error: {value(p['mean'])}" for name, p in px.items())
+    cutoff = next(iter(px.values()))["pcutoff"]
+    line += f"; with p-cutoff {cutoff:g}: " + ", ".join(
+        f"{name} {value(p['mean_above_pcutoff'])} ({value(None if p['kept'] is None else 100 * p['kept'], '%')} "
+        f"of joints kept)" for name, p in px.items())
+    found = [f"{name} {100 * p['persons_found']:.1f}% of {p['persons']} (OKS >= {p['min_oks']:g})"
+             for name, p in px.items() if p.get("persons_found") is not None]
+    if found:
+        line += "; people found: " + ", ".join(found)
+    return line + " (original image pixels)"
 
 
 @app.command("eval")
@@ -256,16 +289,26 @@ def eval_command(config: Annotated[Path | None, typer.Argument(help="Config file
           device: Annotated[str | None, typer.Option(help="cpu | cuda | auto (default: the config's).")] = None,
           pck_threshold: Annotated[float | None, typer.Option(help="PCK threshold (default 0.2).")] = None,
           pckh_threshold: Annotated[float | None, typer.Option(help="PCKh threshold (default 0.5).")] = None,
+          splits: Annotated[str | None, typer.Option(help="Splits to evaluate, e.g. train,test; the first is the "
+                                                     "one written to --out (default: --split, then the training "
+                                                     "split when the data has one).")] = None,
+          pcutoff: Annotated[float | None, typer.Option(help="Pixel error also over joints scoring >= this "
+                                                        "(default 0.6, as DeepLabCut).")] = None,
+          plot: Annotated[Path | None, typer.Option(help="Folder for a PNG per evaluated image (worst first) and "
+                                                    "summary.png.")] = None,
           set_: SetOpt = None) -> None:
-    """PCK (and PCKh where the data has head boxes) of a snapshot on a split, per joint and symmetric group.
+    """PCK (and PCKh where the data has head boxes) and the pixel error of a snapshot, per joint and symmetric group,
+    on the test and the training split.
 
-    Example: fastpose eval configs/demo.yaml --checkpoint demo_out/run/snapshot-600.pt --split test --json m.json
+    Example: fastpose eval configs/demo.yaml --checkpoint demo_out/run/snapshot-600.pt --json m.json --plot errors
     """
     # Output paths are checked before the run, not when it is over.
     if json_out is not None:
         out_file(json_out, "--json", "metrics.json")
     if out_dir is not None:
         out_folder(out_dir, "--out")
+    if plot is not None:
+        out_folder(plot, "--plot")
     cfg = None
     if config is not None:
         cfg = load(config, set_)
@@ -276,24 +319,32 @@ def eval_command(config: Annotated[Path | None, typer.Argument(help="Config file
         if checkpoint is None:
             raise UserError(f"No snapshot in {cfg.out_dir} (the config's out_dir). Train first, or pass "
                             f"--checkpoint SNAPSHOT.")
-    result = evaluate.evaluate(cfg, checkpoint, split, data, batch_size, device, pck_threshold, pckh_threshold)
-    used = result["config"]
-    split = split or used.test_split
-    written = evaluate.write_outputs(result, out_dir or Path(checkpoint).parent / f"eval-{split}", json_out)
-    out.print(f"{checkpoint}: split '{split}', {result['metrics']['samples']} samples with labelled joints "
-              f"(percent correct)", highlight=False)
-    out.print(_eval_table(result["metrics"]))
-    coco = result["metrics"].get("coco")
-    if coco:  # COCO shards: multi-person OKS keypoint AP/AR (pycocotools)
-        out.print(coco["note"] if "note" in coco else
-                  "COCO keypoints (OKS, sigmas " + coco["sigmas"] + "): " + "  ".join(
-                      f"{k} {coco[k]:.3f}" for k in ("AP", "AP50", "AP75", "AR")), highlight=False)
+    results = evaluate.evaluate_splits(cfg, checkpoint, split, evaluate.parse_splits(splits) if splits else None,
+                                       data, batch_size=batch_size, device=device, pck_threshold=pck_threshold,
+                                       pckh_threshold=pckh_threshold, pcutoff=pcutoff)
+    result = next(iter(results.values()))
+    split = result["split"]
+    written = evaluate.write_outputs(result, out_dir or Path(checkpoint).parent / f"eval-{split}", json_out, results)
+    for name, res in results.items():
+        out.print(f"{checkpoint}: split '{name}', {res['metrics']['samples']} samples with labelled joints "
+                  f"(PCK in percent; errors in the original image's pixels)", highlight=False)
+        out.print(_eval_table(res["metrics"]))
+        coco = res["metrics"].get("coco")
+        if coco:  # COCO shards: multi-person OKS keypoint AP/AR (pycocotools)
+            out.print(coco["note"] if "note" in coco else
+                      "COCO keypoints (OKS, sigmas " + coco["sigmas"] + "): " + "  ".join(
+                          f"{k} {coco[k]:.3f}" for k in ("AP", "AP50", "AP75", "AR")), highlight=False)
+    out.print(_pixel_line(results), highlight=False)
+    if plot is not None:
+        pictures = evaluate.write_plots(results, plot)
+        out.print(f"drew {len(pictures) - 1} images (worst first) and {pictures[-1]}", highlight=False)
     out.print("wrote " + ", ".join(str(p) for p in written))
 
 
 @app.command("predict")
 def predict_command(images: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
-            checkpoint: Annotated[Path, typer.Option(help="Snapshot .pt of a trained model.")],
+            checkpoint: Annotated[Path, typer.Option(help="Snapshot .pt of a trained model, or an .onnx file of "
+                                                     "`fastpose export`.")],
             out_dir: Annotated[Path, typer.Option("--out", help="Output folder (a .json and .png per image).")],
             batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
             device: Annotated[str, typer.Option(help="cpu | cuda | auto.")] = "auto",
@@ -303,7 +354,11 @@ def predict_command(images: Annotated[list[str], typer.Argument(help="Image file
                                     "person (default: automatic for models with a pairwise head or COCO data).")]
             = None,
             skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip images that cannot be decoded (listed "
-                                                   "at the end) instead of stopping.")] = False) -> None:
+                                                   "at the end) instead of stopping.")] = False,
+            engine: Annotated[str | None, typer.Option(help="torch | onnxruntime (runs the `fastpose export` ONNX "
+                                                       "graph; a snapshot is exported once beside itself). Default: "
+                                                       "onnxruntime for an .onnx --checkpoint, else torch.")]
+            = None) -> None:
     """Predict joints on images: <name>.json (joint names, x, y, score in image pixels) and <name>.png per image.
 
     Example: fastpose predict --checkpoint demo_out/run/snapshot-400.pt 'photos/*.jpg' --out preds --min-score 0.3
@@ -312,13 +367,90 @@ def predict_command(images: Annotated[list[str], typer.Argument(help="Image file
     t0 = time.perf_counter()
     skipped: list = []
     docs = predict.predict(checkpoint, images, out_dir, batch_size=batch_size, device=device, min_score=min_score,
-                       multi_person=multi_person, skip_bad=skip_bad, skipped=skipped)
+                       multi_person=multi_person, skip_bad=skip_bad, skipped=skipped, engine=engine)
     seconds = time.perf_counter() - t0
     out.print(f"wrote {len(docs)} predictions (.json + .png) to {out_dir} in {seconds:.1f} s")
     if skipped:
         out.print(f"[yellow]skipped {len(skipped)} unreadable input(s):[/yellow] "
                   + "; ".join(path for path, _ in skipped[:10]) + (" ..." if len(skipped) > 10 else ""),
                   highlight=False)
+
+
+@app.command("export")
+def export_command(
+        checkpoint: Annotated[Path, typer.Argument(help="Snapshot .pt of a trained model.")],
+        fmt: Annotated[str, typer.Option("--format", help="onnx (ONNX Runtime, C++, C#, browsers) | exported "
+                                         "(torch.export .pt2) | torchscript (C++ libtorch).")] = "onnx",
+        out_file_: Annotated[Path | None, typer.Option("--out", help="Output file (default: beside the snapshot, "
+                                                       ".onnx / .pt2 / .ts.pt).")] = None,
+        multi_person: Annotated[bool, typer.Option("--multi-person", help="Also return the heads and the pairwise "
+                                                   "offsets, for fastpose.assembly (needs a pairwise head).")] = False,
+        heatmaps: Annotated[bool, typer.Option("--heatmaps", help="Also return the raw part and locref maps, "
+                                               "valid_hw and ratio, for users who decode themselves.")] = False,
+        opset: Annotated[int, typer.Option(help="ONNX opset (17 or newer).")] = export.DEFAULT_OPSET,
+        static: Annotated[tuple[int, int] | None, typer.Option("--static", metavar="H W", help="Fix the input "
+                                                               "height and width (N stays dynamic).")] = None) -> None:
+    """Export a trained model as one file that runs without fastpose: uint8 (N, H, W, 3) RGB in, joints (N, K, 3)
+    x, y, score in input pixels out (resize, mean, network and decoding inside), metadata in the file.
+
+    Example: fastpose export demo_out/run/snapshot-400.pt --format onnx --out pose.onnx
+    """
+    t0 = time.perf_counter()
+    path = export.export(checkpoint, fmt, out_file_, multi_person=multi_person, heatmaps=heatmaps, opset=opset,
+                         static=static)
+    out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {fmt}) in {time.perf_counter() - t0:.1f} s")
+
+
+@app.command("analyze")
+def analyze_command(
+        target: Annotated[Path, typer.Argument(metavar="CONFIG_OR_CHECKPOINT", help="A config (its out_dir's newest "
+                                               "snapshot, or --checkpoint) or a snapshot .pt.")],
+        videos: Annotated[list[str], typer.Argument(help="Video files (mp4, avi, mov, mkv, webm) and folders.")],
+        checkpoint: Annotated[Path | None, typer.Option(help="Snapshot .pt (default: the newest in the config's "
+                                                        "out_dir).")] = None,
+        out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default: beside each "
+                                                     "video).")] = None,
+        batch_size: Annotated[int, typer.Option(help="Frames per forward pass.")] = 8,
+        labeled_video: Annotated[bool, typer.Option("--labeled-video", help="Also write <video><scorer>_labeled.mp4 "
+                                                    "(H.264, the source's rate and size).")] = False,
+        pcutoff: Annotated[float, typer.Option(help="Draw joints whose likelihood is at least this.")] = 0.6,
+        multi_person: Annotated[bool, typer.Option("--multi-person", help="Assemble every person per frame and "
+                                                   "track identities (an `individuals` column level).")] = False,
+        max_gap: Annotated[int, typer.Option(help="--multi-person: a track unseen for more frames ends.")] = 10,
+        track_by: Annotated[str, typer.Option(help="--multi-person: match people to tracks by oks | iou.")] = "oks",
+        start: Annotated[float | None, typer.Option(help="First second to analyse.")] = None,
+        stop: Annotated[float | None, typer.Option(help="Second to stop at.")] = None,
+        frames: Annotated[str | None, typer.Option(help="Frame range a:b instead of --start/--stop.")] = None,
+        skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip videos whose outputs are complete "
+                                                    "(their _meta.json is written last).")] = False,
+        device: Annotated[str, typer.Option(help="cpu | cuda | auto.")] = "auto",
+        decoder: Annotated[str, typer.Option(help="auto (DALI on a GPU, PyAV on the CPU) | pyav | dali.")] = "auto",
+        set_: SetOpt = None) -> None:
+    """Run a trained model over videos: DeepLabCut-compatible <video><scorer>.h5/.csv and _meta.json per video.
+
+    Example: fastpose analyze runs/mouse/snapshot-30000.pt videos/ --labeled-video --batch-size 16
+    Many GPUs: torchrun --nproc-per-node 4 -m fastpose analyze CONFIG videos/   (rank r takes videos r, r+4, ...)
+    """
+    options = analyze.Options(batch_size=batch_size, labeled_video=labeled_video, pcutoff=pcutoff,
+                              multi_person=multi_person, max_gap=max_gap, track_by=track_by, start=start, stop=stop,
+                              frames=frames, decoder=decoder, progress=sys.stderr.isatty())
+    result = analyze.analyze(target, videos, checkpoint=checkpoint, out_dir=out_dir, options=options,
+                             skip_existing=skip_existing, device=device, overrides=set_)
+    title = f"fastpose analyze, scorer {result['scorer']}" + (f" (rank {result['rank']} of {result['world']})"
+                                                              if result["world"] > 1 else "")
+    table = Table(title=title)
+    for col in ("video", "frames", "fps achieved", "missing", "outputs"):
+        table.add_column(col, justify="right" if col in ("frames", "fps achieved", "missing") else "left")
+    for row in result["rows"]:
+        if row["status"] == "exists":
+            table.add_row(escape(Path(row["video"]).name), "-", "-", "-", "already done (--skip-existing)")
+            continue
+        missing = f"{row['missing_frames']}" + (f" ({row['corrupt_frames']} corrupt)" if row["corrupt_frames"] else "")
+        table.add_row(escape(Path(row["video"]).name), str(row["frames"]), f"{row['fps_achieved']:.1f}", missing,
+                      escape(", ".join(Path(p).name for p in row["outputs"])))
+    out.print(table)
+    for video, reason in result["skipped"]:
+        out.print(f"[yellow]skipped {escape(video)}:[/yellow] {escape(reason)}", highlight=False)
 
 
 @app.command("bench")

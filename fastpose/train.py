@@ -122,7 +122,7 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: t
     return out, losses
 
 
-def _distributed() -> tuple[int, int, int]:
+def distributed() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) for a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -209,7 +209,7 @@ def setup(cfg: Config, *, resume: bool, max_iters: int | None, quiet: bool) -> R
     if max_iters is not None and max_iters < 1:
         raise UserError(f"--max-iters {max_iters}: must be at least 1 (or left out to train the whole multi_step "
                         f"schedule).")
-    rank, world, local_rank = _distributed()
+    rank, world, local_rank = distributed()
     quiet = quiet or rank != 0
     if world > 1 and rank != 0:
         dist.barrier()  # rank 0 first: a `dataset: x.mat` is converted into its cache once, not by every rank

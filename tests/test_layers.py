@@ -27,7 +27,7 @@ LAYERS = [
      "fastpose.checkpoint", "fastpose.pipeline"],
     ["fastpose.images", "fastpose.dataset", "fastpose.baselines"],
     ["fastpose.pairwise"],
-    ["fastpose.assembly"],
+    ["fastpose.assembly", "fastpose.export"],
     ["fastpose.train", "fastpose.evaluate", "fastpose.predict"],
     ["fastpose.analyze"],
     ["fastpose.bench", "fastpose.demo"],
