@@ -10,6 +10,7 @@ the installed package, so these two parts need a source checkout).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import json
 import platform
@@ -24,26 +25,39 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from fastpose import dataset
+from fastpose import analyze, dataset, export
 from fastpose.atomic import write_atomic
 from fastpose.baselines import numpy_targets, pil_batches
 from fastpose.config import load
-from fastpose.device import effective_precision, grad_scaler, pick_device
+from fastpose.device import (
+    autocast,
+    cpu_flags,
+    cpu_name,
+    effective_precision,
+    grad_scaler,
+    memory_format,
+    pick_device,
+    resolve_precision,
+)
 from fastpose.errors import UserError, out_file
 from fastpose.kernels.targets import make_targets_torch, make_targets_triton
 from fastpose.model import build_model
 from fastpose.pipeline import Batch, build_loader
 from fastpose.train import make_optimizer, train, train_step
+from fastpose.video import DecodeCounts, probe
 
 PARTS = ("data", "targets", "step", "e2e")
+VIDEO_PARTS = ("analyze",)  # need --video; not part of `all`
+EXPORT_PARTS = ("export",)  # inference engines; minutes of exporting and compiling, so not part of `all` either
 
 
 def parse_parts(part: str) -> list[str]:
-    """'all' or one of PARTS -> the parts to run, in order."""
+    """'all' or one of PARTS (or VIDEO_PARTS) -> the parts to run, in order."""
     if part == "all":
         return list(PARTS)
-    if part not in PARTS:
-        raise UserError(f"Unknown bench part '{part}'. Use one of: {', '.join(PARTS)}, all.")
+    if part not in PARTS + VIDEO_PARTS + EXPORT_PARTS:
+        raise UserError(f"Unknown bench part '{part}'. Use one of: {', '.join(PARTS + VIDEO_PARTS + EXPORT_PARTS)}, "
+                        f"all.")
     return [part]
 
 
@@ -92,14 +106,17 @@ def environment(device: torch.device) -> dict:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"cpu: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+        name = f"cpu: {cpu_name()} ({torch.get_num_threads()} threads)"
+    precision, why = resolve_precision("auto", device)
+    flags = sorted(f for f in cpu_flags() if f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2", "fma"))
     versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
     for module in ("triton", "nvidia.dali", "cv2"):
         try:
             versions[module.split(".")[-1]] = str(importlib.import_module(module).__version__)
         except Exception:  # not installed or broken: report it as absent rather than failing the benchmark
             versions[module.split(".")[-1]] = None
-    return {"device": name, "versions": versions}
+    return {"device": name, "versions": versions, "cpu_flags": flags, "precision_auto": precision,
+            "precision_auto_why": why}
 
 
 def load_config(config: str | Path | None, overrides: list[str] | None, data: str | Path | None,
@@ -282,14 +299,12 @@ def bench_step(cfg, device: torch.device, size: int, warmup: int, iters: int) ->
     if not cfg.num_joints:
         cfg.num_joints = 14  # no dataset to take the joint set from: MPII's 14 joints
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg).to(device)
-    if cfg.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    layout = memory_format(cfg.channels_last, device)
+    model = build_model(cfg).to(device, memory_format=layout)
     optimizer = make_optimizer(cfg, model)
     scaler = grad_scaler(cfg.precision, device)
     batch = synthetic_batch(cfg, cfg.batch_size, size, device)
-    if cfg.channels_last:
-        batch = batch._replace(images=batch.images.contiguous(memory_format=torch.channels_last))
+    batch = batch._replace(images=batch.images.contiguous(memory_format=layout))
     model.train()
     # A pairwise head's loss needs statistics (mean, std), each (K, K, 2); the step's cost does not depend on their
     # values, so the synthetic batch gets neutral ones instead of requiring a pairwise-stats file.
@@ -297,7 +312,19 @@ def bench_step(cfg, device: torch.device, size: int, warmup: int, iters: int) ->
     stats = (torch.zeros(k, k, 2, device=device), torch.ones(k, k, 2, device=device)) if cfg.pairwise_predict else None
     times = time_calls(lambda: train_step(model, optimizer, scaler, cfg, batch, stats), device, warmup, iters)
     return {**rate(times, cfg.batch_size), "size": size, "net_type": cfg.net_type,
-            "precision": effective_precision(cfg.precision, device)}
+            "precision": effective_precision(cfg.precision, device), "channels_last": layout == torch.channels_last}
+
+
+def beside_fp32(bench_fn, cfg, device: torch.device, *args) -> dict:
+    """bench_fn(cfg, device, *args) with the config's precision and, when that is not fp32, again in fp32 in the same
+    run: {... the config's figures, "fp32": {...}, "speedup_vs_fp32"} (how much `precision: auto` gains here)."""
+    res = bench_fn(copy.deepcopy(cfg), device, *args)
+    if res["precision"] != "fp32":
+        ref = copy.deepcopy(cfg)
+        ref.precision = "fp32"
+        res["fp32"] = bench_fn(ref, device, *args)
+        res["speedup_vs_fp32"] = res["images_per_s"] / res["fp32"]["images_per_s"]
+    return res
 
 
 def bench_e2e(cfg, device: torch.device, warmup: int, iters: int) -> dict:
@@ -319,11 +346,135 @@ def bench_e2e(cfg, device: torch.device, warmup: int, iters: int) -> dict:
     ips = float(np.median(rates)) if rates.size else result["images_per_s"]
     return {"images_per_s": ips, "ms_per_batch": 1e3 * cfg.batch_size / ips, "batch_size": cfg.batch_size,
             "runs": int(rates.size), "data_wait_ms": float(np.median(data_ms)) if data_ms.size else None,
-            "wall_s_with_startup": wall, "iterations": int(result["iteration"])}
+            "wall_s_with_startup": wall, "iterations": int(result["iteration"]),
+            "precision": effective_precision(cfg.precision, device)}
+
+
+def bench_analyze(cfg, device: torch.device, video, warmup: int, iters: int, frames: int = 64) -> dict:
+    """`fastpose analyze` on the first `frames` frames of a video, with the config's network (random weights: speed
+    does not depend on them): frames/s of decoding + scaling alone, of the model alone (on one decoded batch), and
+    end to end (decode overlapped with the model), with how long each side waited for the other."""
+    if video is None:
+        raise UserError("bench analyze times a video: pass --video FILE (e.g. a 640x480 H.264 clip).")
+    if not cfg.num_joints:
+        cfg = dataset.bind_joints(cfg, quiet=True)[0] if cfg.dataset else dataclasses.replace(cfg, num_joints=14)
+    cfg.joint_names = cfg.joint_names or [f"joint{k}" for k in range(cfg.num_joints)]
+    info = probe(video)
+    last = min(info.frames, frames)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device).eval()
+    b = cfg.batch_size
+    if device.type == "cuda":
+        def decode_only():
+            for _ in analyze.gpu_batches(info, 0, last, cfg, b, device, False):
+                pass
+    else:
+        def decode_only():
+            for _ in analyze.cpu_batches(info, 0, last, cfg, b, DecodeCounts(), False):
+                pass
+    decode_s = time_calls(decode_only, device, warmup=1, iters=max(1, iters // 2))
+    numbers, batch, valid_hw, ratio, _ = next(iter(analyze.cpu_batches(info, 0, b, cfg, b, DecodeCounts(), False)))
+    batch = batch.to(device)
+
+    def forward():
+        with torch.no_grad(), autocast(cfg.precision, device):
+            model(batch)
+
+    model_s = time_calls(forward, device, warmup, iters)
+    ends = []
+    with tempfile.TemporaryDirectory(prefix="fastpose-bench-") as tmp:
+        for i in range(max(1, iters // 2)):
+            meta = analyze.analyze_video(model, cfg, info, Path(tmp) / f"run{i}", device,
+                                         analyze.Options(batch_size=b, frames=f"0:{last}", progress=False))
+            ends.append(meta)
+    fps = [m["fps_achieved"] for m in ends]
+    model_fps = len(numbers) / float(np.median(model_s))
+    end_fps = float(np.median(fps))
+    return {"images_per_s": end_fps, "ms_per_batch": 1e3 * b / end_fps, "batch_size": b, "runs": len(ends),
+            "video": str(video), "frames": last, "frame_size": [info.width, info.height], "codec": info.codec,
+            "network_input": [int(valid_hw[0, 1]), int(valid_hw[0, 0])], "net_type": cfg.net_type,
+            "precision": effective_precision(cfg.precision, device), "decoder": ends[-1]["decoder"],
+            "decode_fps": last / float(np.median(decode_s)), "model_fps": model_fps, "end_to_end_fps": end_fps,
+            "end_to_end_fps_runs": fps, "end_to_end_over_model": end_fps / model_fps,
+            "model_waited_for_decode_s": [m["model_waited_for_decode_s"] for m in ends],
+            "decode_waited_for_model_s": [m["decode_waited_for_model_s"] for m in ends],
+            "torch_threads": torch.get_num_threads()}
+
+
+def bench_export(cfg, device: torch.device, size: int, warmup: int, iters: int) -> dict:
+    """The exported inference graph (`fastpose.export.InferenceGraph`: resize, network, decoding) on one batch of
+    batch_size uint8 size x size images, run by torch eager, torch.compile, the torch.export program and ONNX
+    Runtime (its CUDA provider on a GPU when installed): images/s of each, and each one's ratio over torch eager.
+    An engine that fails reports its error instead of a figure (torch.compile needs a C++ compiler on the CPU)."""
+    if not cfg.num_joints:
+        cfg = dataset.bind_joints(cfg, quiet=True)[0] if cfg.dataset else dataclasses.replace(cfg, num_joints=14)
+    torch.manual_seed(cfg.seed)
+    graph = export.InferenceGraph(build_model(cfg).eval(), cfg).eval()
+    b = cfg.batch_size
+    images = torch.randint(0, 256, (b, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    meta = export.metadata(cfg, graph, "onnx")
+    engines: dict[str, dict] = {}
+
+    def timed(name: str, make: Callable[[], Callable[[], object]]) -> None:
+        t0 = time.perf_counter()
+        try:
+            fn = make()
+            setup = time.perf_counter() - t0
+            times = time_calls(fn, device, warmup, iters)
+        except Exception as e:  # an engine that cannot run this model here is a finding, not a failed benchmark
+            engines[name] = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e) else ''}"}
+            return
+        engines[name] = {**rate(times, b), "setup_s": setup, "seconds": [float(t) for t in times]}
+
+    gpu_graph = copy.deepcopy(graph).to(device) if device.type == "cuda" else graph
+    on_device = images.to(device)
+
+    def no_grad(module):
+        def call():
+            with torch.no_grad():
+                return module(on_device)
+        return call
+
+    def eager():
+        return no_grad(gpu_graph)
+
+    def compiled():
+        return no_grad(torch.compile(gpu_graph))
+
+    def exported():
+        program = torch.export.export(graph, (export.example_input(None),),
+                                      dynamic_shapes=export.dynamic_shapes(None)).module().to(device)
+        return no_grad(program)
+
+    def onnxruntime():
+        data = export.to_onnx(graph, export.example_input(None), None, export.DEFAULT_OPSET, meta)
+        with tempfile.TemporaryDirectory(prefix="fastpose-bench-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            write_atomic(path, data)
+            runner = export.OnnxModel(path, device)
+        host = images.numpy()
+        return lambda: runner.run(host)
+
+    for name, make in (("torch_eager", eager), ("torch_compile", compiled), ("torch_export", exported),
+                       ("onnxruntime", onnxruntime)):
+        timed(name, make)
+    base = engines["torch_eager"].get("images_per_s")
+    for res in engines.values():
+        if base and "images_per_s" in res:
+            res["over_eager"] = res["images_per_s"] / base
+    best = max((n for n in engines if "images_per_s" in engines[n]), key=lambda n: engines[n]["images_per_s"],
+               default=None)
+    return {"images_per_s": engines[best]["images_per_s"] if best else None, "batch_size": b, "size": size,
+            "net_type": cfg.net_type, "fastest": best, "engines": engines, "torch_threads": torch.get_num_threads(),
+            "onnxruntime": ort_version()}
+
+
+def ort_version() -> str:
+    return f"{export.ort.__version__} ({', '.join(export.ort.get_available_providers())})"
 
 
 def run(parts: list[str], *, config=None, overrides=None, data=None, batch_size=None, size: int = 368,
-        iters: int = 5, warmup: int = 2, device: str = "auto") -> dict:
+        iters: int = 5, warmup: int = 2, device: str = "auto", video=None) -> dict:
     """Run the parts; returns {"device", "versions", "config", "results": {part: {...}}}."""
     if iters < 1 or warmup < 0:
         raise UserError(f"--iters {iters} --warmup {warmup}: need at least 1 timed run and no negative warm-up.")
@@ -342,9 +493,13 @@ def run(parts: list[str], *, config=None, overrides=None, data=None, batch_size=
         elif part == "targets":
             res = bench_targets_part(dev, iters)
         elif part == "step":
-            res = bench_step(copy.deepcopy(cfg), dev, size, warmup, iters)
+            res = beside_fp32(bench_step, cfg, dev, size, warmup, iters)
         elif part == "e2e":
-            res = bench_e2e(copy.deepcopy(cfg), dev, warmup, iters)
+            res = beside_fp32(bench_e2e, cfg, dev, warmup, iters)
+        elif part == "analyze":
+            res = bench_analyze(copy.deepcopy(cfg), dev, video, warmup, iters)
+        elif part == "export":
+            res = bench_export(copy.deepcopy(cfg), dev, size, warmup, iters)
         else:
             raise ValueError(f"part must be one of {', '.join(PARTS)}; got {part}")
         res.update(peak_memory_mb(dev))
@@ -374,9 +529,21 @@ def table(report: dict):
                           f"{ref['batch_size']}, {ref['size']} px: {ref['ms_per_batch']:.1f} ms)")
         elif part == "step":
             notes = f"{res['net_type']} {res['size']}x{res['size']} {res['precision']}"
+            if "fp32" in res:
+                notes += f", x{res['speedup_vs_fp32']:.2f} vs fp32 ({res['fp32']['images_per_s']:.2f} img/s)"
         elif part == "e2e":
             wait = res.get("data_wait_ms")
             notes = f"{res['iterations']} iterations" + (f", data wait {wait:.1f} ms/it" if wait is not None else "")
+        elif part == "analyze":
+            notes = (f"frames/s: decode {res['decode_fps']:.1f}, model {res['model_fps']:.1f}, end to end "
+                     f"{res['end_to_end_fps']:.1f} (x{res['end_to_end_over_model']:.2f} the model; {res['net_type']} "
+                     f"{res['precision']}, {res['frame_size'][0]}x{res['frame_size'][1]} {res['codec']}, "
+                     f"{res['decoder']})")
+        elif part == "export":
+            notes = f"{res['net_type']} {res['size']}x{res['size']}, fastest {res['fastest']}; " + "; ".join(
+                f"{n} " + (f"{r['images_per_s']:.2f} img/s (x{r.get('over_eager', float('nan')):.2f})"
+                           if "images_per_s" in r else f"failed ({r['error'][:60]})")
+                for n, r in res["engines"].items())
         t.add_row(part, _fmt(res.get("images_per_s")), _fmt(res.get("ms_per_batch")), str(res.get("batch_size", "")),
                   _fmt(res.get("peak_memory_mb"), 0), notes)
     return t

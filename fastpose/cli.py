@@ -454,7 +454,8 @@ def analyze_command(
 
 
 @app.command("bench")
-def bench_command(part: Annotated[str, typer.Argument(help="data | targets | step | e2e | all")] = "all",
+def bench_command(part: Annotated[str, typer.Argument(help="data | targets | step | e2e | all | analyze | "
+                                                             "export")] = "all",
           config: Annotated[Path | None, typer.Option(help="Config (default: fastpose defaults, resnet_50).")] = None,
           data: Annotated[Path | None, typer.Option(help="Shards folder for data/e2e (default: the config's "
                                                     "dataset).")] = None,
@@ -464,15 +465,17 @@ def bench_command(part: Annotated[str, typer.Argument(help="data | targets | ste
           warmup: Annotated[int, typer.Option(help="Untimed warm-up runs per part.")] = 2,
           device: Annotated[str, typer.Option(help="cpu | cuda | auto.")] = "auto",
           json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+          video: Annotated[Path | None, typer.Option(help="Video for the analyze part.")] = None,
           set_: SetOpt = None) -> None:
-    """Images/s, ms per batch and peak memory of the data pipeline, targets, a training step and end-to-end training.
+    """Images/s, ms per batch and peak memory of the data pipeline, targets, a training step and end-to-end training
+    (and with `analyze --video V`: frames/s of video decoding, the model, and `fastpose analyze` end to end).
 
     Example: fastpose bench step --config configs/demo.yaml --batch-size 8 --size 256 --json bench.json
     """
     if json_out is not None:  # checked before the run, not when it is over
         out_file(json_out, "--json", "bench.json")
     report = bench.run(bench.parse_parts(part), config=config, overrides=set_, data=data,
-                           batch_size=batch_size, size=size, iters=iters, warmup=warmup, device=device)
+                           batch_size=batch_size, size=size, iters=iters, warmup=warmup, device=device, video=video)
     out.print(bench.table(report))
     if json_out is not None:
         bench.write_json(report, json_out)

@@ -17,14 +17,31 @@ import torch
 
 from fastpose.assembly import assemble_persons, classifier_for
 from fastpose.atomic import write_atomic
-from fastpose.checkpoint import load_model
+from fastpose.checkpoint import config_from_snapshot, load_model
 from fastpose.decode import decode, to_sample
-from fastpose.device import autocast, pick_device
+from fastpose.device import autocast, memory_format, pick_device
 from fastpose.draw import draw_persons, draw_pose
 from fastpose.errors import UserError, out_folder
+from fastpose.export import OnnxModel, onnx_for
 from fastpose.images import network_batch, read_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Inference engines: torch runs the snapshot's network eagerly; onnxruntime runs the `fastpose export` ONNX graph
+# (preprocessing and decoding inside). The default for a snapshot is torch (see README "Exporting" for the CPU figures).
+ENGINES = ("torch", "onnxruntime")
+
+
+def choose_engine(engine: str | None, checkpoint: str | Path) -> str:
+    """The engine for a checkpoint: as asked, else onnxruntime for an .onnx file and torch for a snapshot."""
+    onnx_file = Path(checkpoint).suffix == ".onnx"
+    if engine is None:
+        return "onnxruntime" if onnx_file else "torch"
+    if engine not in ENGINES:
+        raise UserError(f"--engine {engine!r} is not an engine: use one of {', '.join(ENGINES)}.")
+    if engine == "torch" and onnx_file:
+        raise UserError(f"--engine torch cannot run {checkpoint}, an ONNX file: pass --engine onnxruntime, or the "
+                        f"snapshot .pt it was exported from.")
+    return engine
 
 
 def expand_inputs(items: list[str]) -> list[Path]:
@@ -61,7 +78,7 @@ def _forward(model, cfg, images: list[np.ndarray], device: torch.device):
     """Heads of a list of (H, W, 3) uint8 RGB images: (heads dict, valid_hw (B, 2) resized h, w, ratio (B, 2) x, y)."""
     batch, valid_hw, ratio = network_batch(images, cfg)
     with autocast(cfg.precision, device):
-        heads = model(batch.to(device))
+        heads = model(batch.to(device).contiguous(memory_format=memory_format(cfg.channels_last, device)))
     return heads, valid_hw, ratio
 
 
@@ -79,6 +96,25 @@ def _persons(heads: dict, valid_hw: torch.Tensor, ratio: torch.Tensor, cfg, asse
             for b in range(len(valid_hw))]
 
 
+def _onnx_batch(runner: OnnxModel, images: list[np.ndarray], cfg, assembly: dict | None,
+                multi_person: bool) -> tuple[np.ndarray, list]:
+    """What _single and _persons give, from the exported graph: ((B, K, 3) joints in image pixels, persons per image
+    or Nones). Runs of images of one size go through ONNX Runtime together (the graph takes one size per call)."""
+    joints, persons, start = [], [], 0
+    while start < len(images):
+        end = start + 1
+        while end < len(images) and images[end].shape == images[start].shape:
+            end += 1
+        out = runner.run(np.stack(images[start:end]))
+        joints.append(out["joints"].astype(np.float64))  # (n, K, 3)
+        if multi_person:
+            heads = {k: torch.from_numpy(out[k]) if k in out else None for k in ("part", "locref", "pairwise")}
+            persons += _persons(heads, torch.from_numpy(out["valid_hw"]), torch.from_numpy(out["ratio"]), cfg,
+                                assembly)
+        start = end
+    return np.concatenate(joints), persons if multi_person else [None] * len(images)
+
+
 @torch.no_grad()
 def predict_images(model, cfg, images: list[np.ndarray], device: torch.device) -> np.ndarray:
     """Joints of a list of (H, W, 3) uint8 RGB images: (N, K, 3) x, y, score in each image's own pixels."""
@@ -87,7 +123,7 @@ def predict_images(model, cfg, images: list[np.ndarray], device: torch.device) -
 
 def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, batch_size: int = 8,
             device: str = "auto", min_score: float = 0.0, cfg=None, multi_person: bool | None = None,
-            skip_bad: bool = False, skipped: list | None = None) -> list[dict]:
+            skip_bad: bool = False, skipped: list | None = None, engine: str | None = None) -> list[dict]:
     """Run a snapshot on images; write <name>.json (joints with names, x, y, score in the image's pixels) and
     <name>.png (the skeleton drawn) per image into out_dir. Returns the JSON documents.
 
@@ -97,12 +133,21 @@ def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, b
     multi_person: assemble every person of the image (fastpose.assembly; each drawn in its own colour, the JSON gets a
     "persons" list). None = automatic: on for models with a pairwise head or trained on COCO-type data, when an edge
     classifier (fastpose fit-assembly) or pairwise statistics are at hand.
+
+    engine: torch | onnxruntime (`choose_engine`; None = onnxruntime for an .onnx checkpoint, else torch). With
+    onnxruntime a snapshot is exported once to `<snapshot>.onnx` beside it (`fastpose.export.onnx_for`).
     """
     paths = expand_inputs(inputs)
     if batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {batch_size}.")
     dev = pick_device(device)
-    model, cfg = load_model(checkpoint, dev, cfg)
+    engine = choose_engine(engine, checkpoint)
+    runner = model = None
+    if engine == "onnxruntime":
+        runner = OnnxModel(onnx_for(checkpoint, multi_person=bool(multi_person)), dev)
+        cfg = cfg or config_from_snapshot({"config": runner.config_values})
+    else:
+        model, cfg = load_model(checkpoint, dev, cfg)
     names = cfg.joint_names or [f"joint{k}" for k in range(cfg.num_joints)]
     assembly, note = None, None
     if multi_person is not False:
@@ -110,6 +155,11 @@ def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, b
         if note is not None and multi_person:
             raise UserError(f"--multi-person: {note}.")
         multi_person = note is None and (bool(multi_person) or cfg.pairwise_predict or cfg.dataset_type == "coco")
+    if runner is not None and multi_person and "pairwise" not in runner.outputs:
+        if Path(checkpoint).suffix == ".onnx":
+            raise UserError(f"{checkpoint} was exported without --multi-person, so it lacks the pairwise offsets the "
+                            f"assembly needs. Export it again with --multi-person, or pass --single-person.")
+        runner = OnnxModel(onnx_for(checkpoint, multi_person=True), dev)
     out_dir = out_folder(out_dir, "--out")
     stems = _unique_stems(paths)
     docs = []
@@ -131,16 +181,19 @@ def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, b
             chunk_stems.append(stem)
         if not images:
             continue
-        try:
-            with torch.no_grad():
-                heads, valid_hw, ratio = _forward(model, cfg, images, dev)
-        except torch.OutOfMemoryError:
-            raise UserError(f"Out of GPU memory predicting {chunk[0]} and the {len(chunk) - 1} images after it "
-                            f"(batch size {batch_size}; the largest image is {max(i.shape[1] for i in images)} x "
-                            f"{max(i.shape[0] for i in images)} before scaling). Pass a smaller --batch-size, or "
-                            f"--device cpu.") from None
-        joints = _single(heads, valid_hw, ratio, cfg)  # (B, K, 3)
-        persons = _persons(heads, valid_hw, ratio, cfg, assembly) if multi_person else [None] * len(chunk)
+        if runner is not None:
+            joints, persons = _onnx_batch(runner, images, cfg, assembly, multi_person)
+        else:
+            try:
+                with torch.no_grad():
+                    heads, valid_hw, ratio = _forward(model, cfg, images, dev)
+            except torch.OutOfMemoryError:
+                raise UserError(f"Out of GPU memory predicting {chunk[0]} and the {len(chunk) - 1} images after it "
+                                f"(batch size {batch_size}; the largest image is {max(i.shape[1] for i in images)} x "
+                                f"{max(i.shape[0] for i in images)} before scaling). Pass a smaller --batch-size, or "
+                                f"--device cpu.") from None
+            joints = _single(heads, valid_hw, ratio, cfg)  # (B, K, 3)
+            persons = _persons(heads, valid_hw, ratio, cfg, assembly) if multi_person else [None] * len(chunk)
         for path, stem, image, pose, people in zip(chunk, chunk_stems, images, joints, persons):
             doc = {"image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
                    "frame": "image pixels, 0-based, pixel centres at integer coordinates",
