@@ -44,7 +44,7 @@ from fastpose.atomic import write_atomic
 from fastpose.checkpoint import load_model
 from fastpose.config import Config, with_joints
 from fastpose.decode import decode, to_sample, to_source
-from fastpose.device import autocast, pick_device
+from fastpose.device import autocast, memory_format, pick_device
 from fastpose.errors import UserError, out_file, out_folder
 from fastpose.pipeline import build_loader, decode_rgb
 from fastpose.shards import ShardDataset, read_manifest
@@ -68,9 +68,9 @@ def predict_split(model, cfg: Config, dataset_dir: str | Path, split: str, batch
     if persons is not None:
         persons[:] = [np.zeros((0, cfg.num_joints, 3)) for _ in range(n)]
     loader = build_loader(cfg, dataset_dir, split, train=False, batch_size=batch_size, device=device)
-    memory_format = torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.contiguous_format
+    layout = memory_format(cfg.channels_last, device)
     for batch in loader:
-        images = batch.images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        images = batch.images.to(device, non_blocking=True).contiguous(memory_format=layout)
         with autocast(cfg.precision, device):
             heads = model(images)
         joints = decode(heads["part"], heads["locref"], cfg.stride, cfg.locref_stdev,
@@ -177,8 +177,9 @@ def pixel_errors(pred: np.ndarray, persons: list | None, gt: dict, cfg: Config, 
     Single-person (persons None): the first person of each sample against pred (N, K, 3) sample-pixel x, y, score.
     Multi-person: every person of a sample against its predicted people (persons, N arrays (P_i, K, 3), sample
     pixels), matched as pycocotools does at OKS >= min_oks (`metrics.oks`, `metrics.match_persons`; a prediction's
-    score is its mean joint score; areas from the shards, else the square of the labelled joints' larger extent); unmatched people
-    add to "persons" but not to the errors. Both sides go through the sample's transform (`decode.to_source`).
+    score is its mean joint score; areas from the shards, else the square of the labelled joints' larger extent);
+    unmatched people add to "persons" but not to the errors. Both sides go through the sample's transform
+    (`decode.to_source`).
     Returns (summary, rows): rows holds, per sample with a labelled joint, {"index", "gt" (G, K, 3) and "pred"
     (P, K, 3) in sample pixels, "match" (G,) prediction of each person or -1, "errors" (G, K) source pixels}.
     """

@@ -8,6 +8,10 @@ the per-joint fraction of visible instances predicted correctly, shape (K,), NaN
   box of that person's visible joints), the definition of the reference's evaluation script (t = 0.2 by default).
 - PCKh@t: a joint is correct when error / (0.6 x head-box diagonal) < t, strictly, as MPII's eval_PCKh.m
   (t = 0.5 by default). A person whose head box is unknown (NaN) or degenerate is left out of PCKh.
+- Pixel error (`pixel_error`, DeepLabCut's "train error / test error"): the mean Euclidean distance in pixels over
+  labelled joints, per joint and over all instances, and the same over the joints predicted with score >= a p-cutoff,
+  with the fraction kept. Multi-person: `oks` and `match_persons` pair predicted with ground-truth people first, as
+  pycocotools' evaluation does (highest-scoring prediction first, each to the unmatched person of highest OKS).
 - COCO keypoint AP/AR (`coco_ap`, multi-person): pycocotools' COCOeval(iouType="keypoints") on a results list against
   the annotation json, with OKS sigmas: COCO's 17 for 17 keypoints, CrowdPose's 14 for 14, else uniform 0.1 (said in
   the result's "sigmas").
@@ -90,6 +94,83 @@ def pckh(pred, gt, visible, head_boxes, threshold: float = 0.5) -> np.ndarray:
         normalised = errors(pred, gt) / np.where(known, size, 1.0)[:, None]  # (N, K)
     correct = normalised < threshold
     return _fraction(correct, visible & known[:, None])
+
+
+def pixel_error(pred, gt, visible, scores, pcutoff: float = 0.6) -> dict:
+    """Euclidean pixel errors of predictions against labelled joints, DeepLabCut's train/test error and p-cutoff.
+
+    pred, gt (N, K, 2) in one pixel frame (`fastpose eval` passes the original image's), visible (N, K) labelled,
+    scores (N, K) the predictions' confidences. A labelled joint whose prediction is not finite (a sample the pipeline
+    did not yield, a joint a matched person lacks) has no distance: it is left out of the means, counted in
+    `unpredicted` and never kept. Returns:
+      errors (N, K): the distance, NaN where the joint is unlabelled or unpredicted;
+      per_joint (K,), mean: the mean distance per joint and over all labelled, predicted instances (as DeepLabCut,
+        the mean of every instance, not of the per-joint means); NaN when there is none;
+      per_joint_above_pcutoff (K,), mean_above_pcutoff: the same over the instances with score >= pcutoff;
+      kept: the fraction of labelled joints predicted with score >= pcutoff (NaN when nothing is labelled);
+      labelled, predicted, above_pcutoff (K,) int counts per joint; unpredicted: their total.
+    """
+    pred, gt, visible = _check(pred, gt, visible)
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != visible.shape:
+        raise ValueError(f"scores must be (N, K) = {visible.shape}, got {scores.shape}")
+    d = errors(pred, gt)  # (N, K), inf where the prediction is not finite
+    predicted = visible & np.isfinite(d)  # (N, K)
+    above = predicted & (scores >= pcutoff)  # a NaN score is never >= pcutoff
+    dist = np.where(predicted, d, np.nan)  # (N, K)
+
+    def means(counted: np.ndarray) -> tuple[np.ndarray, float]:
+        n = counted.sum(axis=0)  # (K,)
+        total = np.where(counted, dist, 0.0)
+        per_joint = np.where(n > 0, total.sum(axis=0) / np.maximum(n, 1), np.nan)  # (K,)
+        return per_joint, float(total.sum() / n.sum()) if n.sum() else float("nan")
+
+    per_joint, mean = means(predicted)
+    per_joint_above, mean_above = means(above)
+    labelled = visible.sum(axis=0)
+    return {"errors": dist, "per_joint": per_joint, "mean": mean, "per_joint_above_pcutoff": per_joint_above,
+            "mean_above_pcutoff": mean_above,
+            "kept": float(above.sum() / labelled.sum()) if labelled.sum() else float("nan"),
+            "labelled": labelled, "predicted": predicted.sum(axis=0), "above_pcutoff": above.sum(axis=0),
+            "unpredicted": int(labelled.sum() - predicted.sum())}
+
+
+def oks(pred, gt, visible, areas, sigmas) -> np.ndarray:
+    """(G, P) object keypoint similarity of G ground-truth people with P predicted ones, as pycocotools' computeOks:
+    the mean over a person's labelled joints of exp(-d^2 / (2 (area + eps) (2 sigma)^2)).
+
+    pred (P, K, 2), a non-finite joint contributing 0 (pycocotools puts a missing joint at (0, 0), far from any
+    person); gt (G, K, 2), visible (G, K); areas (G,) the people's areas in pixels^2; sigmas (K,) (`oks_sigmas`). A
+    person without a labelled joint has OKS 0 with everyone.
+    """
+    pred = np.asarray(pred, np.float64).reshape(-1, *np.shape(gt)[1:])
+    gt = np.asarray(gt, np.float64)
+    visible = np.asarray(visible, bool) & np.isfinite(gt).all(axis=2)  # (G, K)
+    var = (2 * np.asarray(sigmas, np.float64)) ** 2  # (K,)
+    d2 = ((pred[None] - gt[:, None]) ** 2).sum(axis=3)  # (G, P, K)
+    area = np.asarray(areas, np.float64)[:, None, None] + np.spacing(1)  # (G, 1, 1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        sim = np.exp(-d2 / var / area / 2)
+    sim = np.where(np.isfinite(sim) & visible[:, None], sim, 0.0)  # (G, P, K)
+    n = visible.sum(axis=1)[:, None]  # (G, 1)
+    return np.where(n > 0, sim.sum(axis=2) / np.maximum(n, 1), 0.0)
+
+
+def match_persons(similarity, scores, threshold: float = 0.5) -> np.ndarray:
+    """Greedy matching of predicted to ground-truth people, pycocotools' evaluateImg at one OKS threshold: the
+    predictions in order of decreasing score (ties: their order), each taking the still unmatched person of highest
+    similarity, if it is >= threshold. similarity (G, P) (`oks`), scores (P,). Returns (G,) the index of each person's
+    prediction, -1 for a person not found."""
+    similarity = np.asarray(similarity, np.float64)
+    match = np.full(similarity.shape[0], -1, np.int64)
+    for p in np.argsort(-np.asarray(scores, np.float64), kind="mergesort"):
+        best, g = min(threshold, 1 - 1e-10), -1
+        for j in range(similarity.shape[0]):
+            if match[j] < 0 and similarity[j, p] >= best:
+                best, g = similarity[j, p], j
+        if g >= 0:
+            match[g] = p
+    return match
 
 
 def summarise(per_joint, joint_names: list[str], groups: list[list[int]], group_names: list[str],

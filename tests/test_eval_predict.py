@@ -260,3 +260,53 @@ def test_draw_pose_colours_and_min_score():
     assert centre1.sum() == 0  # score 0 < min_score: hidden, and so is edge 0-1
     assert drawn[20, 20].sum() == 0
     assert drawn[20, 10].sum() > 0  # edge 0-2 is drawn
+
+
+def test_eval_pixel_error_is_in_source_pixels(shards):
+    """PeakModel's predictions against the first persons, through the shards' transform (x 2 + (10, 20)): every
+    source-pixel error is twice the sample-pixel one."""
+    result = evaluate(_cfg(shards), PeakModel(), "test", pcutoff=0.5)
+    gt = result["ground_truth"]
+    d = np.linalg.norm(result["predictions"][..., :2] - gt["joints"], axis=2)  # (N, K) sample pixels
+    px = result["metrics"]["pixel_error"]
+    assert px["mean"] == pytest.approx(2 * d[gt["visible"]].mean(), rel=1e-5)
+    assert px["per_joint"]["r_hand"] == pytest.approx(2 * d[gt["visible"][:, 2], 2].mean(), rel=1e-5)
+    # Every score is sigmoid(3) = 0.95 >= 0.5: all kept, the same mean.
+    assert px["kept"] == 1.0 and px["mean_above_pcutoff"] == pytest.approx(px["mean"])
+    assert px["joints"] == 11 and px["pcutoff"] == 0.5
+    assert evaluate(_cfg(shards), PeakModel(), "test", pcutoff=0.99)["metrics"]["pixel_error"]["kept"] == 0.0
+
+
+def test_eval_command_pixel_errors_of_both_splits_and_plots(shards, snapshot, tmp_path):
+    out_json, plot = tmp_path / "metrics.json", tmp_path / "plots"
+    res = CliRunner().invoke(app, ["eval", "--checkpoint", str(snapshot), "--json", str(out_json), "--plot", str(plot),
+                                   "--out", str(tmp_path / "ev"), "--device", "cpu", "--pcutoff", "0.3"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out_json.read_text())
+    assert doc["split"] == "test" and list(doc["splits"]) == ["test", "train"]  # the default: test, then train
+    for split in ("test", "train"):
+        px = doc["splits"][split]["pixel_error"]
+        assert set(px) >= {"mean", "per_joint", "pcutoff", "mean_above_pcutoff", "kept"}
+        assert px["pcutoff"] == 0.3 and set(px["per_joint"]) == set(NAMES) and px["mean"] > 0
+    assert doc["pixel_error"] == doc["splits"]["test"]["pixel_error"]
+    assert "test error:" in res.output and "train error:" in res.output and "error px" in res.output
+    # One PNG per evaluated image (4 test samples have labelled joints, 1 train sample), worst first, + summary.
+    pictures = sorted((plot / "test").glob("*.png"))
+    assert len(pictures) == 4 and len(list((plot / "train").glob("*.png"))) == 1
+    shown = [float(p.name.split("_")[1][:-2]) for p in pictures]
+    assert shown == sorted(shown, reverse=True)
+    rows = evaluate(None, snapshot, "test", device="cpu")["pixel_rows"]
+    assert shown == pytest.approx(sorted((np.nanmean(r["errors"]) for r in rows), reverse=True), abs=0.051)
+    for p in pictures:
+        img = cv2.imread(str(p))
+        assert img is not None and max(img.shape[:2]) >= 400
+    summary = cv2.imread(str(plot / "summary.png"))
+    assert summary is not None and summary.shape == (520, 1200, 3)
+    # --splits picks the splits; the first one is the main one.
+    res = CliRunner().invoke(app, ["eval", "--checkpoint", str(snapshot), "--json", str(out_json), "--splits",
+                                   "train", "--out", str(tmp_path / "ev2"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    doc2 = json.loads(out_json.read_text())
+    assert doc2["split"] == "train" and list(doc2["splits"]) == ["train"]
+    assert doc2["pixel_error"]["mean"] == pytest.approx(doc["splits"]["train"]["pixel_error"]["mean"])
+
