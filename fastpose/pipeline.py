@@ -58,6 +58,7 @@ import math
 import multiprocessing as mp
 import os
 import signal
+import weakref
 from dataclasses import dataclass
 from multiprocessing.util import register_after_fork
 from pathlib import Path
@@ -467,6 +468,17 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
     return pipe
 
 
+def _weak(method):
+    """`method` (bound) as a callable that does not keep its object alive (None once the object is gone)."""
+    ref = weakref.WeakMethod(method)
+
+    def call():
+        bound = ref()
+        return None if bound is None else bound()
+
+    return call
+
+
 class Loader:
     """Iterable of `Batch` over one split for one rank; each `iter()` runs one epoch from the current position."""
 
@@ -503,11 +515,15 @@ class Loader:
         self.workers = sorted((p for p in mp.active_children() if p.pid not in before), key=lambda p: p.pid)
         self.worker_timeout = worker_timeout
         self._stopped: set[int] = set()  # pids of workers the watchdog killed (not the cause of the failure)
-        self._watchdog = Watchdog(worker_timeout, self._kill_workers, self._failure_message)
+        # The watchdog's threads hold the loader weakly: a loader dropped without close() is still collected (and its
+        # pipeline with the workers stopped), as before.
+        self._watchdog = Watchdog(worker_timeout, _weak(self._kill_workers), _weak(self._failure_message))
+        weakref.finalize(self, self._watchdog.close)
         # Usually DALI fails the wait itself when a worker dies (its observer closes the result queue), but a worker
         # killed while it held the task queue's lock leaves run() stuck in Condition.notify for good: once one dies,
         # no wait may last more than DEATH_BOUND_S (then the watchdog ends the process with _failure_message).
-        on_first_exit(self.workers, lambda: self._watchdog.cut(DEATH_BOUND_S))
+        watchdog = self._watchdog
+        on_first_exit(self.workers, lambda: watchdog.cut(DEATH_BOUND_S))
 
     def __len__(self) -> int:
         return self._len

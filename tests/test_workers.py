@@ -7,6 +7,7 @@ named by its pid), never from matching process names. Linux only: the checks rea
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -216,38 +217,84 @@ def _loader(data, pid_dir: Path, monkeypatch, **extra):
     return build_loader(cfg, data / "shards", "train")
 
 
+LOADER = """\
+import os, signal, sys, time
+from fastpose import config
+from fastpose.errors import UserError
+from fastpose.pipeline import build_loader
+
+shards, how, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+cfg = config.load(None, dataset=shards, num_joints=11, batch_size=2, num_workers=2, num_threads=1, device="cpu",
+                  seed=0, worker_timeout=timeout)
+loader = build_loader(cfg, shards, "train")
+print(" ".join(str(p.pid) for p in loader.workers), flush=True)
+batches = iter(loader)
+next(batches)
+for p in loader.workers if how == "stop" else loader.workers[1:]:
+    os.kill(p.pid, signal.SIGSTOP if how == "stop" else signal.SIGKILL)
+t = time.monotonic()
+try:
+    while True:
+        try:
+            next(batches)
+        except StopIteration:
+            batches = iter(loader)
+except UserError as e:
+    print(f"{time.monotonic() - t:.2f}", flush=True)
+    sys.stderr.write(f"error: {e}\\n")
+    sys.exit(2)
+"""
+
+
+def _loader_run(data, tmp_path, how: str, timeout: float):
+    """A loader in its own process (a wait stuck on a dead worker's lock ends in os._exit(2), which must not end
+    pytest): (status, worker pids, stderr as one line)."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = dict(os.environ, **{PID_DIR_ENV: str(pids)})
+    done = subprocess.run([sys.executable, "-c", LOADER, str(data / "shards"), how, str(timeout)], capture_output=True,
+                          text=True, timeout=120, env=env)  # a hang fails here
+    workers = [int(p) for p in done.stdout.split("\n")[0].split()]
+    assert sorted(recorded(pids)) == workers  # bound at their start, before any task
+    assert_all_gone(workers)
+    return done.returncode, workers, " ".join(done.stderr.split())
+
+
 @pytest.mark.slow
-def test_a_worker_killed_mid_epoch_names_itself(data, tmp_path, monkeypatch):
+def test_a_worker_killed_mid_epoch_names_itself(data, tmp_path):
+    status, pids, err = _loader_run(data, tmp_path, "kill", 0)  # no timeout: the death alone must end the wait
+    assert status == 2, err
+    assert f"error: Data worker 2 of 2 (pid {pids[1]}) of the training data loader of {data / 'shards'}" in err
+    assert "was killed by signal 9 (SIGKILL)" in err and "out-of-memory killer" in err and "--resume" in err
+
+
+@pytest.mark.slow
+def test_a_stuck_worker_ends_in_the_timeout_message(data, tmp_path):
+    status, pids, err = _loader_run(data, tmp_path, "stop", 1.5)  # SIGSTOP: alive but never answering (a hung read)
+    assert status == 2, err
+    assert "error: No batch came from the training data loader" in err and "for 1.5 s (worker_timeout)" in err
+    assert f"(pids {pids[0]}, {pids[1]}) is stuck" in err
+    assert "killed by" not in err  # the watchdog's own kills are not reported as the cause
+
+
+@pytest.mark.slow
+def test_spawned_workers_are_bound_at_their_start(data, tmp_path, monkeypatch):
+    """On a GPU the workers are spawned: they bind when they unpickle the source, before any task."""
+    monkeypatch.setenv("FASTPOSE_WORKER_START", "spawn")
     with _loader(data, tmp_path / "pids", monkeypatch) as loader:
-        pids = [p.pid for p in loader.workers]
-        assert sorted(recorded(tmp_path / "pids")) == pids  # bound at their start, before any task
-        batches = iter(loader)
-        next(batches)
-        os.kill(pids[1], signal.SIGKILL)
-        start_time = time.monotonic()
-        with pytest.raises(UserError) as err:
-            for _ in range(len(loader)):
-                next(batches)
-        assert time.monotonic() - start_time < 10
-    text = str(err.value)
-    assert f"Data worker 2 of 2 (pid {pids[1]})" in text and "killed by signal 9 (SIGKILL)" in text
-    assert "out-of-memory killer" in text and "--resume" in text and str(data / "shards") in text
+        assert recorded(tmp_path / "pids") == {p.pid: ("data worker", os.getpid()) for p in loader.workers}
+        assert len(loader.workers) == 2
 
 
 @pytest.mark.slow
-def test_a_stuck_worker_ends_in_the_timeout_message(data, tmp_path, monkeypatch):
-    with _loader(data, tmp_path / "pids", monkeypatch, worker_timeout=1.5) as loader:
-        batches = iter(loader)
-        next(batches)
-        for p in loader.workers:
-            os.kill(p.pid, signal.SIGSTOP)  # alive but never answering: what a hung read looks like
-        start_time = time.monotonic()
-        with pytest.raises(UserError, match=r"No batch came from the training data loader .* for 1.5 s "
-                                            r"\(worker_timeout\)"):
-            for _ in range(len(loader)):
-                next(batches)
-        assert 1.4 < time.monotonic() - start_time < 10
-        assert all(p.exitcode == -signal.SIGKILL for p in loader.workers)  # the watchdog stopped them
+def test_a_dropped_loader_still_stops_its_workers(data, tmp_path, monkeypatch):
+    """The watchdog's threads must not keep a loader (and so its pipeline and workers) alive."""
+    loader = _loader(data, tmp_path / "pids", monkeypatch, worker_timeout=60)
+    procs = list(loader.workers)
+    next(iter(loader))
+    del loader
+    gc.collect()
+    wait_for(lambda: all(p.exitcode is not None for p in procs), 10, "the workers to stop")
 
 
 def _suicide_at_5(entry: Entry):
@@ -293,7 +340,7 @@ def test_a_worker_killed_during_training_stops_it_with_the_message(data, tmp_pat
     wait_for(lambda: (tmp_path / "run" / "snapshot-2.pt").exists(), 240, "the first snapshot", proc)
     workers = sorted(recorded(pids))
     os.kill(workers[0], signal.SIGKILL)
-    _, err = proc.communicate(timeout=60)  # a hang fails here
+    _, err = proc.communicate(timeout=60)  # a hang fails here (the bound after a death: 2 s + 5 s of grace)
     assert proc.returncode == 2, err[-3000:]
     message = " ".join(err.split())
     assert f"(pid {workers[0]}) of the training data loader" in message and "SIGKILL" in message
