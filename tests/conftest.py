@@ -12,7 +12,10 @@ the mutated modules) before any test imports fastpose.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,9 @@ from hypothesis import HealthCheck, settings
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# `precision: auto` on the CPU follows a per-machine probe (fastpose.device.cpu_bf16); the tests pin it to fp32 so
+# that their numbers are the same on every machine (tests/test_precision.py sets it where it tests the choice).
+os.environ.setdefault("FASTPOSE_CPU_BF16", "0")
 
 # The fuzz tests (tests/test_fuzz_*.py): derandomised, so every run draws the same inputs. "fuzz" is the default for
 # `make test` (the whole fuzz suite within about a minute on 2 cores); "fuzz-long" is what the slow-marked tests use.
@@ -96,3 +102,52 @@ def _seed():
 def gen() -> torch.Generator:
     """A seeded CPU generator for tests that draw their own random inputs."""
     return torch.Generator().manual_seed(0)
+
+
+# A `python -m fastpose` command that stops itself (SIGSTOP) just before its `call`-th call of `module.name`, after
+# printing PAUSED: what the kill tests wait for, instead of polling files while the process races on.
+_PAUSE = """
+import os, runpy, signal, sys
+import {module} as target
+original, calls = target.{name}, 0
+def paused(*args, **kwargs):
+    global calls
+    calls += 1
+    if calls == {call}:
+        print("PAUSED", flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return original(*args, **kwargs)
+target.{name} = paused
+sys.argv = ["fastpose", *{args!r}]
+runpy.run_module("fastpose", run_name="__main__")
+"""
+
+
+@pytest.fixture
+def paused_command():
+    """paused_command(module, name, call, args) -> the Popen of `python -m fastpose *args` (its own process group),
+    stopped before the `call`-th call of module.name; the test kills it (os.killpg). Fails with the command's output
+    when it ends without getting there (5 minutes at most)."""
+    procs = []
+
+    def start(module: str, name: str, call: int, args: list[str]) -> subprocess.Popen:
+        code = _PAUSE.format(module=module, name=name, call=call, args=[str(a) for a in args])
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+        procs.append(proc)
+        watchdog = threading.Timer(300, proc.kill)
+        watchdog.start()
+        output = []
+        for line in proc.stdout:  # blocks until the process prints; EOF when it ends
+            if line.strip() == "PAUSED":
+                break
+            output.append(line)
+        watchdog.cancel()
+        assert proc.poll() is None, f"{args} ended before call {call} of {module}.{name}:\n{''.join(output)[-3000:]}"
+        return proc
+
+    yield start
+    for proc in procs:  # a test that failed before killing leaves no stopped process behind
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

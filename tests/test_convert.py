@@ -2,9 +2,6 @@
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -246,16 +243,15 @@ def test_malformed_mat_files(tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupted_convert_leaves_no_complete_dataset(tmp_path):
+def test_interrupted_convert_leaves_no_complete_dataset(tmp_path, paused_command):
     synth.make_dataset(tmp_path / "s", n=400, seed=1)
-    cmd = [sys.executable, "-m", "fastpose", "convert", "mat", str(tmp_path / "s" / "dataset.mat"), "--out",
-           str(tmp_path / "out"), "--samples-per-shard", "20", "--workers", "1", "--reencode-jpeg", "90"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 60
-    # wait until at least one shard was written into the temp folder, then kill the whole process group
-    while time.time() < deadline and not list(tmp_path.glob(".out.tmp-*/train/shard-00001.h5")):
-        time.sleep(0.05)
-    assert proc.poll() is None, "convert finished before it could be interrupted"
+    args = ["convert", "mat", tmp_path / "s" / "dataset.mat", "--out", tmp_path / "out", "--samples-per-shard", "20",
+            "--workers", "1", "--reencode-jpeg", "90"]
+    # The process stops itself as it starts its third shard: shards 0 and 1 are in the temp folder; then the whole
+    # process group is killed.
+    proc = paused_command("fastpose.shards", "write_shard", 3, args)
+    assert [p.name for p in sorted(tmp_path.glob(".out.tmp-*/train/shard-*.h5"))] == ["shard-00000.h5",
+                                                                                       "shard-00001.h5"]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "out").exists()
