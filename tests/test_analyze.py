@@ -17,8 +17,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from fastpose import bench, tracks
 from fastpose import config as config_mod
-from fastpose import tracks
 from fastpose.analyze import Options, analyze
 from fastpose.checkpoint import load_model, save_snapshot
 from fastpose.cli import app
@@ -31,16 +31,16 @@ from fastpose.video import probe
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "deeplabcut" / "Reaching-Mackenzie-2018-08-30"
 FRAME = DATA / "labeled-data" / "reachingvideo1" / "img005.png"
 NAMES = ["Hand", "Finger1", "Tongue", "Joystick1", "Joystick2"]
-H, W, N = 96, 128, 12
+H, W, N = 48, 64, 12
 
 
 def _frames(n: int = N) -> list[np.ndarray]:
-    """n RGB frames (H, W): a 2x-downscaled window of the real frame, sliding 3 px right and 2 px down per frame."""
+    """n RGB frames (H, W): a 4x-downscaled window of the real frame, sliding 3 px right and 2 px down per frame."""
     if not FRAME.is_file():
         pytest.skip(f"shared data missing: {FRAME}")
     image = cv2.cvtColor(cv2.imread(str(FRAME)), cv2.COLOR_BGR2RGB)
-    small = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
-    return [np.ascontiguousarray(small[40 + 2 * i:40 + 2 * i + H, 60 + 3 * i:60 + 3 * i + W]) for i in range(n)]
+    small = cv2.resize(image, (image.shape[1] // 4, image.shape[0] // 4), interpolation=cv2.INTER_AREA)
+    return [np.ascontiguousarray(small[20 + 2 * i:20 + 2 * i + H, 30 + 3 * i:30 + 3 * i + W]) for i in range(n)]
 
 
 def _write(path: Path, codec: str, frames: list[np.ndarray], rate=25, pts: list[int] | None = None,
@@ -291,3 +291,17 @@ def test_oks_and_iou_goldens():
     assert tracks.oks(a, b) == pytest.approx(np.exp(-0.5))
     assert tracks.box_iou(a, b) == pytest.approx((36 * 40) / (2 * 1600 - 36 * 40))
     assert tracks.oks(a, _person(200, 10)) < 1e-6 and tracks.box_iou(a, _person(200, 10)) == 0
+
+
+@pytest.mark.slow
+def test_bench_analyze_reports_decode_model_and_end_to_end(videos, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("net_type: resnet_18\nnum_joints: 5\nglobal_scale: 0.8\nbatch_size: 4\n")
+    report = bench.run(["analyze"], config=config, device="cpu", video=videos["h264"], iters=2, warmup=1)
+    res = report["results"]["analyze"]
+    assert (res["frames"], res["frame_size"], res["network_input"]) == (N, [W, H], [51, 38])  # floor(0.8 x size)
+    assert res["decoder"] == "pyav" and res["runs"] == 1
+    assert res["end_to_end_over_model"] == pytest.approx(res["end_to_end_fps"] / res["model_fps"])
+    assert min(res["decode_fps"], res["model_fps"], res["end_to_end_fps"]) > 0
+    with pytest.raises(UserError, match="--video"):
+        bench.run(["analyze"], config=config, device="cpu")
