@@ -366,7 +366,7 @@ def bench_analyze(cfg, device: torch.device, video, warmup: int, iters: int, fra
     b = cfg.batch_size
     if device.type == "cuda":
         def decode_only():
-            for _ in analyze.gpu_batches(info, 0, last, cfg, b, device, False):
+            for _ in analyze.dali_net_batches(info, 0, last, cfg, b, device, False):
                 pass
     else:
         def decode_only():

@@ -21,6 +21,7 @@ import torch
 
 from fastpose import __version__
 from fastpose.config import FIELDS, Config, load, validate
+from fastpose.device import memory_format
 from fastpose.errors import UserError, cause
 from fastpose.model import PoseNet, build_model
 
@@ -223,4 +224,5 @@ def load_model(checkpoint: str | Path, device: torch.device, cfg: Config | None 
                         f"{'; '.join((shapes[:2] + keys) or ['the state_dict does not load'])}. Evaluate with the "
                         f"config the snapshot was trained with (leave out the config argument to use the one stored "
                         f"in the snapshot).") from None
-    return model.to(device).eval(), cfg
+    # The layout inference runs in (channels_last where it is faster): inputs follow it, see fastpose.device.
+    return model.to(device, memory_format=memory_format(cfg.channels_last, device)).eval(), cfg

@@ -35,7 +35,7 @@ NET_DEPTHS = {"resnet_18": 18, "resnet_34": 34, "resnet_50": 50, "resnet_101": 1
 LAYER3_BLOCKS = {"resnet_18": 2, "resnet_34": 6, "resnet_50": 6, "resnet_101": 23, "resnet_152": 36}
 DATASET_TYPES = ("default", "mpii", "coco")
 OPTIMIZERS = ("sgd", "adam")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 
 # DeeperCut's 14 MPII joints (MPII ids [0,1,2,3,4,5,10,11,12,13,14,15,8,9] become 0..13) and their symmetric groups.
@@ -170,8 +170,10 @@ class Config:
     seed: int = 42  # fastpose
     deterministic: bool = False  # fastpose: fixed seeds, deterministic algorithms, fixed data order
     device: str = "auto"  # fastpose: auto | cpu | cuda
-    precision: str = "bf16"  # fastpose: fp32 | bf16 | fp16 (autocast on CUDA; the CPU runs fp32)
-    channels_last: bool = True  # fastpose
+    # fastpose: auto | fp32 | bf16 | fp16; auto = bf16 autocast where the device runs it fast (CUDA with bf16, CPUs
+    # with AMX / AVX512-BF16 that a probe finds faster), else fp32 (fastpose.device.resolve_precision)
+    precision: str = "auto"
+    channels_last: bool | str = "auto"  # fastpose: true | false | auto (= true on CUDA and the CPU)
     compile: bool = False  # fastpose: torch.compile the model
     num_workers: int = 2  # fastpose: data loading worker processes
     num_threads: int = 2  # fastpose: DALI threads
@@ -416,6 +418,8 @@ def validate(cfg: Config, where: str = "config") -> None:
     choice("net_type", list(NET_DEPTHS))
     choice("optimizer", OPTIMIZERS)
     choice("precision", PRECISIONS)
+    if isinstance(cfg.channels_last, str) and cfg.channels_last != "auto":
+        raise bad("channels_last", "true, false or auto")
     choice("device", DEVICES)
     for key in ("stride", "batch_size", "display_iters", "save_iters", "max_to_keep", "max_input_size"):
         if getattr(cfg, key) <= 0:

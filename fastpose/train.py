@@ -42,7 +42,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fastpose import checkpoint, dataset
 from fastpose.config import Config, symmetric_permutation
 from fastpose.decode import decode, valid_cells
-from fastpose.device import autocast, grad_scaler, pick_device
+from fastpose.device import autocast, grad_scaler, pick_device, resolve_channels_last, resolve_precision
 from fastpose.draw import draw_pose
 from fastpose.errors import UserError, out_folder
 from fastpose.kernels.losses import locref_loss, part_loss
@@ -244,8 +244,13 @@ def setup(cfg: Config, *, resume: bool, max_iters: int | None, quiet: bool) -> R
                           + (f"; missing: {report['missing'][:5]}" if report["missing"] else "")
                           + (f"; unexpected: {report['unexpected'][:5]}" if report["unexpected"] else ""))
     model.to(device)
-    if cfg.channels_last:
+    channels_last = resolve_channels_last(cfg.channels_last, device)
+    if channels_last:
         model.to(memory_format=torch.channels_last)
+    precision, why = resolve_precision(cfg.precision, device)
+    if not quiet:
+        console.print(f"{device}: precision {precision} ({why}), {'channels_last' if channels_last else 'NCHW'}",
+                      highlight=False)
     optimizer = make_optimizer(cfg, model)
     start_iter, position = 0, {"epoch": 0, "batch": 0}
     if snapshot is not None:
@@ -267,7 +272,7 @@ def setup(cfg: Config, *, resume: bool, max_iters: int | None, quiet: bool) -> R
         pairwise_stats = tuple(torch.as_tensor(a, dtype=torch.float32, device=device) for a in stats_for(cfg))
     loader = build_loader(cfg, data_dir, cfg.split, train=True, shard_id=rank, num_shards=world, device=device,
                           start_epoch=position["epoch"], start_batch=position["batch"],
-                          channels_last=cfg.channels_last)
+                          channels_last=channels_last)
     run = Run(cfg, device, rank, world, model, net, optimizer, grad_scaler(cfg.precision, device), loader,
               pairwise_stats, start_iter, cfg.max_iter() if max_iters is None else min(cfg.max_iter(), max_iters),
               snapshot, quiet)
