@@ -112,8 +112,24 @@ def test_to_source_affine():
 
 
 def test_bad_shapes():
-    with pytest.raises(ValueError, match="locref"):
+    with pytest.raises(ValueError, match=r"^locref must be \(B, 2K, H, W\) = \(1, 4, 3, 3\), got \(1, 2, 3, 3\)$"):
         decode(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 3), STRIDE, STDEV)
+    with pytest.raises(ValueError, match=r"^part must be \(B, K, H, W\) logits, got shape \(2, 3, 3\)$"):
+        decode(torch.zeros(2, 3, 3), None, STRIDE, STDEV)
+
+
+def test_outputs_stay_on_the_heads_device():
+    # Meta tensors stand in for a GPU: the sizes, scales, offsets and transforms come as CPU tensors or lists and are
+    # moved to the heads' device (mixing devices raises).
+    meta = torch.device("meta")
+    part, locref = torch.zeros(2, 3, 4, 6, device=meta), torch.zeros(2, 6, 4, 6, device=meta)
+    valid_hw = torch.tensor([[20, 30], [32, 48]])
+    out = decode(part, locref, STRIDE, STDEV, valid_hw)
+    assert out.device == meta and out.shape == (2, 3, 3)
+    assert valid_cells(valid_hw.to(meta), (4, 6), STRIDE).device == meta
+    assert to_sample(out, [0.5, 2.0], torch.tensor([[1.0, 2.0], [0.0, 0.0]])).device == meta
+    assert to_sample(out, torch.tensor([[0.5, 0.25], [2.0, 1.0]])).device == meta
+    assert to_source(out, [1.0, 0.0, 3.0, 0.0, 1.0, 4.0]).device == meta
 
 
 def test_valid_grid_counts_the_cells_whose_centre_is_inside():
@@ -121,6 +137,7 @@ def test_valid_grid_counts_the_cells_whose_centre_is_inside():
     valid_hw = torch.tensor([[20, 30], [32, 48], [17, 9], [1, 47], [4, 5]])
     expected = [[2, 4], [4, 6], [2, 1], [0, 6], [0, 1]]
     assert valid_grid(valid_hw, STRIDE).tolist() == expected
+    assert valid_grid(valid_hw, STRIDE).dtype == torch.int64  # counts, for arange and slicing
     assert valid_grid(torch.tensor([20, 30]), STRIDE).tolist() == [2, 4]  # one image
     mask = valid_cells(valid_hw, (4, 6), STRIDE)  # (B, H, W)
     for m, (rows, cols) in zip(mask, expected):
