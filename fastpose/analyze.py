@@ -162,14 +162,16 @@ def cpu_batches(info: VideoInfo, first: int, last: int, cfg, batch_size: int, co
         yield numbers, batch, valid_hw, ratio, images if keep_images else None
 
 
-def gpu_batches(info: VideoInfo, first: int, last: int, cfg, batch_size: int, dev: torch.device,
-                keep_images: bool):
-    """The same items as `cpu_batches`, decoded and scaled on the GPU by DALI (images on the host only for drawing).
-    """
+def dali_net_batches(info: VideoInfo, first: int, last: int, cfg, batch_size: int, dev: torch.device,
+                     keep_images: bool):
+    """The same items as `cpu_batches`, decoded and scaled by DALI: on the GPU (NVDEC) when dev is CUDA, else on
+    DALI's CPU decoder (VP8/VP9/MJPEG only; how this path is tested without a GPU). Images reach the host only for
+    drawing."""
     h, w = network_size(info, cfg)
     hp, wp = math.ceil(h / ALIGN) * ALIGN, math.ceil(w / ALIGN) * ALIGN
     for numbers, net, frames in dali_batches(info, first, last, batch_size, (h, w), cfg.mean_pixel,
-                                             dev.index or 0, keep_frames=keep_images):
+                                             dev.index or 0, keep_frames=keep_images,
+                                             device="gpu" if dev.type == "cuda" else "cpu"):
         batch = torch.nn.functional.pad(net, (0, wp - w, 0, hp - h))  # (B, 3, hp, wp), 0 after the mean as the CPU
         valid_hw = torch.tensor([[h, w]] * len(numbers), dtype=torch.int64)
         ratio = torch.tensor([[w / info.width, h / info.height]] * len(numbers), dtype=torch.float64)
@@ -196,16 +198,16 @@ def analyze_video(model, cfg, info: VideoInfo, base: Path, dev: torch.device, op
     tracker = Tracker(opts.max_gap, opts.track_by) if opts.multi_person else None
     counts = DecodeCounts()
     decoder = opts.decoder if opts.decoder != "auto" else ("dali" if dev.type == "cuda" else "pyav")
-    if decoder == "dali" and dev.type != "cuda":
-        raise UserError("--decoder dali decodes on the GPU (NVDEC); this run is on the CPU. Use --decoder pyav (the "
-                        "CPU default) or --device cuda.")
+    if decoder == "dali" and dev.type != "cuda" and info.codec not in ("vp8", "vp9", "mjpeg"):
+        raise UserError(f"--decoder dali on the CPU reads VP8, VP9 and MJPEG only, and {info.path} is {info.codec} "
+                        f"(DALI decodes it on a GPU, with --device cuda). Use --decoder pyav (the CPU default).")
     writer = VideoWriter(base.with_name(base.name + "_labeled.mp4"), info.rate, info.width,
                          info.height) if opts.labeled_video else None
     written = 0  # labelled frames written so far (rows 0 .. written - 1)
     blank = np.zeros((info.height, info.width, 3), np.uint8)
     analysed, model_s = 0, 0.0
     if decoder == "dali":
-        source = gpu_batches(info, first, last, cfg, opts.batch_size, dev, opts.labeled_video)
+        source = dali_net_batches(info, first, last, cfg, opts.batch_size, dev, opts.labeled_video)
     else:
         source = Prefetch(cpu_batches(info, first, last, cfg, opts.batch_size, counts, opts.labeled_video))
     try:

@@ -19,14 +19,14 @@ from typer.testing import CliRunner
 
 from fastpose import bench, tracks
 from fastpose import config as config_mod
-from fastpose.analyze import Options, analyze
+from fastpose.analyze import Options, analyze, cpu_batches, dali_net_batches
 from fastpose.checkpoint import load_model, save_snapshot
 from fastpose.cli import app
 from fastpose.errors import UserError
 from fastpose.model import build_model
 from fastpose.predict import predict_images
 from fastpose.tracks import Tracker, dlc_table, read_table, write_table
-from fastpose.video import probe
+from fastpose.video import DecodeCounts, probe
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "deeplabcut" / "Reaching-Mackenzie-2018-08-30"
 FRAME = DATA / "labeled-data" / "reachingvideo1" / "img005.png"
@@ -305,3 +305,27 @@ def test_bench_analyze_reports_decode_model_and_end_to_end(videos, tmp_path):
     assert min(res["decode_fps"], res["model_fps"], res["end_to_end_fps"]) > 0
     with pytest.raises(UserError, match="--video"):
         bench.run(["analyze"], config=config, device="cpu")
+
+
+def test_dali_path_feeds_the_network_what_predict_does(snapshot, tmp_path):
+    """The GPU path's DALI graph, run on DALI's CPU decoder (VP9): the same frame numbers, frames and network inputs
+    within a few grey levels of PyAV + `fastpose.images.network_batch` (colour conversion; bilinear antialiased
+    resize vs exact area averaging)."""
+    video = _write(tmp_path / "clip.webm", "libvpx-vp9", _frames())
+    info = probe(video)
+    model, cfg = _model(snapshot)
+    dali = list(dali_net_batches(info, 2, N, cfg, 4, torch.device("cpu"), True))
+    ref = list(cpu_batches(info, 2, N, cfg, 4, DecodeCounts(), True))
+    # DALI's sequences start at frame 0 (the first one is cut to frames 2, 3); the frames themselves must agree.
+    assert sum((d[0] for d in dali), []) == sum((r[0] for r in ref), []) == list(range(2, N))
+    batch, rbatch = torch.cat([d[1] for d in dali]), torch.cat([r[1] for r in ref])  # (10, 3, 48, 64) padded
+    assert batch.shape == rbatch.shape
+    assert torch.equal(torch.cat([d[2] for d in dali]), torch.cat([r[2] for r in ref]))  # valid_hw
+    assert torch.allclose(torch.cat([d[3] for d in dali]), torch.cat([r[3] for r in ref]))  # ratio
+    frames = np.stack(sum((d[4] for d in dali), [])).astype(int) - np.stack(sum((r[4] for r in ref), []))
+    assert np.abs(frames).max() <= 3 and np.abs(frames).mean() < 1  # DALI's YUV -> RGB vs FFmpeg's swscale
+    assert (batch - rbatch).abs().mean() < 2.0  # grey levels, after the mean pixel
+    meta = _run(snapshot, video, tmp_path, decoder="dali")["rows"][0]
+    assert (meta["decoder"], meta["analysed_frames"]) == ("dali", N)
+    with pytest.raises(UserError, match="VP8, VP9 and MJPEG only"):
+        _run(snapshot, _write(tmp_path / "c.mp4", "libx264", _frames(3)), tmp_path, decoder="dali")
