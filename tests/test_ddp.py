@@ -69,10 +69,17 @@ def test_two_ranks_equal_one_process_with_doubled_batch(data, tmp_path):
     ddp = checkpoint.load_snapshot(tmp_path / "ddp" / "snapshot-3.pt")
     one = checkpoint.load_snapshot(tmp_path / "one" / "snapshot-3.pt")
     assert ddp["extra"]["world_size"] == 2 and ddp["extra"]["rank_param_spread"] == 0.0
-    for name, value in one["model"].items():
-        torch.testing.assert_close(ddp["model"][name], value, rtol=1e-4, atol=1e-5, msg=name)
-    # The comparison means something only if training moved the weights away from their (seeded) initial values.
+    # Every one of the 62 parameter tensors moved in the 3 steps, the least by 4.6e-5 at its largest element (measured:
+    # layer1.0.bn1.weight); the two runs differ by at most 1.5e-8 (summation order). A tolerance of 1e-6 sits between
+    # them: a rank that skipped its gradient all-reduce, or one step, would show in every tensor.
     torch.manual_seed(11)
-    init = build_model(config.load(None, net_type="resnet_18", num_joints=11)).state_dict()
-    assert (init["part.deconv.weight"] - one["model"]["part.deconv.weight"]).abs().max() > 1e-4
-    assert (init["layer4.1.conv2.weight"] - one["model"]["layer4.1.conv2.weight"]).abs().max() > 1e-6
+    model = build_model(config.load(None, net_type="resnet_18", num_joints=11))
+    init = model.state_dict()
+    params = [name for name, _ in model.named_parameters()]
+    assert len(params) == 62 and set(one["model"]) == set(ddp["model"]) == set(init)
+    for name in params:
+        moved = (one["model"][name] - init[name]).abs().max().item()
+        assert moved > 1e-5, f"{name} moved only {moved:g}: the comparison below could not see a missed update"
+        torch.testing.assert_close(ddp["model"][name], one["model"][name], rtol=0, atol=1e-6, msg=name)
+    for name in set(init) - set(params):  # frozen batch-norm statistics: unchanged in both runs
+        assert torch.equal(one["model"][name], init[name]) and torch.equal(ddp["model"][name], init[name]), name
