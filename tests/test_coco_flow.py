@@ -67,6 +67,12 @@ def test_multi_person_flow(tmp_path):
     evaluation = evaluate(None, result["snapshot"], split="train", device="cpu")
     ap = evaluation["metrics"]["coco"]
     assert "note" not in ap and 0.0 <= ap["AP"] <= 1.0  # an untrained net: any AP, but computed
+    # Multi-person pixel error: every labelled person counted, matched ones (if any) scored in source pixels.
+    px = evaluation["metrics"]["pixel_error"]
+    labelled = [p for p in evaluation["ground_truth"]["persons"] for p in p if (p[:, 2] > 0).any()]
+    assert px["persons"] == len(labelled) > 0 and 0.0 <= px["persons_found"] <= 1.0 and px["sigmas"] == "coco"
+    found = sum(int((row["match"] >= 0).sum()) for row in evaluation["pixel_rows"])
+    assert px["persons_found"] == pytest.approx(found / len(labelled))
     written = write_outputs(evaluation, tmp_path / "eval")
     assert any(p.name == "coco_results.json" for p in written)
 
