@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean mutate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,5 +25,13 @@ lint: $(VENV)/.installed
 test: lint
 	$(BIN)/python -m pytest
 
+# Mutation testing of the core modules ([tool.mutmut] in pyproject.toml; slow: about 2 mutants/s on 2 cores, not part
+# of `make test`). MUTANTS selects mutant names, e.g. make mutate MUTANTS='fastpose.decode*'. The tests run from
+# mutants/tests, so ./shared links to ../shared for the tests that read ../shared/data (removed afterwards).
+MUTANTS ?=
+mutate: $(VENV)/.installed
+	test -e shared || ln -s ../shared shared
+	$(BIN)/mutmut run --max-children 2 $(MUTANTS); status=$$?; test -L shared && rm shared; exit $$status
+
 clean:
-	rm -rf $(VENV) $(DEMO_OUT)
+	rm -rf $(VENV) $(DEMO_OUT) mutants
