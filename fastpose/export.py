@@ -69,7 +69,8 @@ class InferenceGraph(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         batch, valid_hw, ratio = network_input(images, self.cfg, self.resized)  # (N, 3, H', W'), (N, 2), (N, 2)
-        out = self.model(batch)
+        # detached: a loaded TorchScript / torch.export module runs with autograd on, and no user wants its graph
+        out = {k: None if v is None else v.detach() for k, v in self.model(batch).items()}
         joints = decode(out["part"], out["locref"], self.cfg.stride, self.cfg.locref_stdev, valid_hw)  # (N, K, 3)
         result = [to_sample(joints, ratio)]
         if self.heads:
@@ -185,8 +186,8 @@ def to_torchscript(graph: InferenceGraph, example: torch.Tensor, meta: dict[str,
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(graph, (example,), check_trace=False)
-    buffer = io.BytesIO()
-    torch.jit.save(traced, buffer, _extra_files={"fastpose.json": json.dumps(meta)})
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer, _extra_files={"fastpose.json": json.dumps(meta)})  # deprecated, still C++'s
     return buffer.getvalue()
 
 

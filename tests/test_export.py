@@ -20,10 +20,12 @@ import torch
 from fastpose import cli
 from fastpose import config as config_mod
 from fastpose import export as export_mod
+from fastpose import predict as predict_mod
 from fastpose.checkpoint import save_snapshot
 from fastpose.export import export, read_metadata
 from fastpose.images import eval_size, prepare_image, resize_weights
 from fastpose.model import build_model
+from fastpose.pairwise import save_stats
 from fastpose.pipeline import eval_augment, sample_params
 from fastpose.predict import predict, predict_images
 
@@ -204,6 +206,38 @@ def test_predict_engine_onnxruntime_equals_torch(snapshot, onnx_file, reference,
     for a, b in zip(torch_docs, ort_docs):
         got = np.array([[j["x"], j["y"], j["score"]] for j in b["joints"]])
         _check_joints(got, np.array([[j["x"], j["y"], j["score"]] for j in a["joints"]]))
+
+
+@pytest.mark.slow
+def test_multi_person_outputs_assemble_as_predict(tmp_path):
+    """--multi-person: the graph returns the heads; assembling them (predict's ONNX path, here over the TorchScript
+    file behind the same run() interface) gives predict's persons."""
+    k = 3
+    stats = save_stats(tmp_path / "stats.mat", np.zeros((k, k, 2)), np.full((k, k, 2), 10.0), np.ones((k, k)))
+    cfg = _cfg(pairwise_predict=True, pairwise_stats_fn=str(stats))
+    torch.manual_seed(1)
+    model = build_model(cfg).eval()
+    snap = save_snapshot(tmp_path, 1, model=model, optimizer=None, cfg=cfg, data_position={})
+    path = export(snap, "torchscript", multi_person=True)
+    names = json.loads(read_metadata(path)["outputs"])
+    assert names == ["joints", "part", "locref", "valid_hw", "ratio", "pairwise"]
+    module = torch.jit.load(str(path))
+
+    class Runner:  # OnnxModel's interface
+        outputs = names
+
+        def run(self, images):
+            return {n: t.numpy() for n, t in zip(names, module(torch.from_numpy(images)))}
+
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (61, 75, 3), dtype=np.uint8), rng.integers(0, 256, (48, 90, 3), dtype=np.uint8)]
+    joints, persons = predict_mod._onnx_batch(Runner(), images, cfg, None, True)
+    for image, got_joints, got in zip(images, joints, persons):
+        heads, valid_hw, ratio = predict_mod._forward(model, cfg, [image], torch.device("cpu"))
+        want = predict_mod._persons(heads, valid_hw, ratio, cfg, None)[0]
+        _check_joints(got_joints[None], predict_mod._single(heads, valid_hw, ratio, cfg))
+        assert got.shape == want.shape and len(want) > 0
+        _check_joints(got, want)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
