@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from oracles import targets as oracle_targets
 
 from fastpose.errors import UserError
 from fastpose.kernels.losses import locref_loss
@@ -291,11 +292,17 @@ def test_compute_losses_adds_the_weighted_pairwise_loss(gen):
     mean, std, _ = compute_stats(np.array([[[0, 0, 1], [5, 1, 1], [-4, 6, 1]], [[0, 0, 1], [9, 3, 1], [-8, 10, 1]]]))
     out = {"part": torch.randn(2, 3, 4, 6, generator=gen), "pairwise": torch.randn(2, 12, 4, 6, generator=gen)}
     losses = compute_losses(cfg, out, batch, (torch.as_tensor(mean), torch.as_tensor(std)))
-    m, s = sample_stats(mean, std, batch.scale, batch.flipped, (0, 2, 1))
-    t = make_pairwise_targets(joints, (4, 6), m, s, stride=8, dist_thresh=10.0 * batch.scale)
-    want = locref_loss(out["pairwise"], t.target, t.mask, huber=False)
-    torch.testing.assert_close(losses["pairwise"], want)
-    torch.testing.assert_close(losses["total"], losses["part"] + 0.5 * want)
-    assert t.mask[1].sum() > 0 and t.mask[0].sum() > 0
+    # The expected loss without the code under test: per-sample statistics by hand (sample 1: scale 2 and mirrored,
+    # all_joints [[0], [1, 2]] swaps joints 1 and 2 and negates x), targets from the loop-by-loop reference, and the
+    # squared error (pairwise_huber_loss false) averaged over the masked values.
+    perm = [0, 2, 1]
+    m = np.stack([mean, mean[perm][:, perm] * [-1.0, 1.0] * 2.0])  # (B, K, K, 2)
+    sd = np.stack([std, std[perm][:, perm] * 2.0])
+    target, mask = oracle_targets.pairwise_targets(joints.numpy(), (4, 6), 8, [10.0, 20.0], m, sd)
+    assert mask[0].sum() > 0 and mask[1].sum() > 0
+    d = out["pairwise"].double().numpy() - target
+    want = (d * d * mask).sum() / mask.sum()
+    assert losses["pairwise"].item() == pytest.approx(want, rel=1e-5)
+    assert losses["total"].item() == pytest.approx(losses["part"].item() + 0.5 * want, rel=1e-5)
     with pytest.raises(ValueError, match="pairwise_stats"):
         compute_losses(cfg, out, batch)

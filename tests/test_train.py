@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from oracles import targets as oracle_targets
 
 from fastpose import checkpoint, config
 from fastpose.convert import mat, synth
 from fastpose.errors import UserError
-from fastpose.kernels.targets import make_targets
 from fastpose.train import compute_losses, padding_ignore, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,14 +168,15 @@ def test_loss_parts_equal_plain_torch(data):
     batch = Batch()
     batch.joints, batch.scale, batch.valid_hw = joints, torch.tensor([1.0, 0.9, 1.1]), valid_hw
     losses = compute_losses(cfg, out, batch)
-    ignore = padding_ignore(valid_hw, (h, w), 8)
-    t = make_targets(joints, (h, w), 8, 10.0 * batch.scale, cfg.locref_stdev, ignore=ignore)
-    wts = t.scmap_weights
+    # The targets from the loop-by-loop reference (tests/oracles/targets.py), not from make_targets / padding_ignore.
+    scmap, wts, loc, loc_mask = (torch.from_numpy(a).float() for a in oracle_targets.part_targets(
+        joints.numpy(), (h, w), 8, (10.0 * batch.scale).numpy(), cfg.locref_stdev, valid_hw.tolist()))
     assert 0 < (wts == 0).sum() < wts.numel()  # the padding of samples 2 and 3 is ignored
-    ce = F.binary_cross_entropy_with_logits(out["part"], t.scmap, reduction="none")
+    assert 0 < scmap.sum() and 0 < (scmap * (1 - wts)).sum()  # some positive cells lie in the padding
+    ce = F.binary_cross_entropy_with_logits(out["part"], scmap, reduction="none")
     part = (ce * wts).sum() / (wts != 0).sum()
-    hub = F.huber_loss(out["locref"], t.locref, reduction="none", delta=1.0)
-    locref = (hub * t.locref_mask).sum() / (t.locref_mask != 0).sum()
+    hub = F.huber_loss(out["locref"], loc, reduction="none", delta=1.0)
+    locref = (hub * loc_mask).sum() / (loc_mask != 0).sum()
     torch.testing.assert_close(losses["part"], part, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(losses["locref"], locref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(losses["total"], part + 0.05 * locref, rtol=1e-5, atol=1e-6)
