@@ -115,3 +115,29 @@ def test_summarise_groups_and_weighted_mean():
     # (2 * 1 + 2 * 0.5 + 4 * 0.25) / 8 = 0.5
     assert out["mean"] == pytest.approx(0.5)
     assert metrics.summarise(per_joint, ["a", "b", "c", "d"], [], [])["mean"] == pytest.approx(1.75 / 3)
+
+
+def test_pck_sizes_per_person_by_hand():
+    # Person 0: joints 0, 1 labelled with visibility code 2 (not just True) -> box 10 x 5 -> 10. Person 1: its third
+    # joint is NaN and so left out -> box 3 x 20 -> 20. Person 2: nothing labelled -> 0.
+    gt = np.array([[[0, 0], [10, 5], [99, 99]], [[100, 100], [103, 120], [np.nan, np.nan]], [[5, 5], [6, 6], [7, 7]]])
+    visible = np.array([[2, 2, 0], [1, 1, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(metrics.pck_sizes(gt, visible), [10.0, 20.0, 0.0])
+
+
+def test_summarise_mean_edge_counts():
+    per_joint = np.array([0.25, 0.75, np.nan])
+    assert metrics.summarise(per_joint, ["a", "b", "c"], [], [], counts=[1, 0, 0])["mean"] == 0.25  # one instance
+    assert metrics.summarise(per_joint, ["a", "b", "c"], [], [], counts=[0, 0, 3])["mean"] is None  # none counted
+    assert metrics.summarise([np.nan, np.nan], ["a", "b"], [[0, 1]], ["ab"]) == {
+        "per_joint": {"a": None, "b": None}, "per_group": {"ab": None}, "mean": None}
+
+
+def test_oks_sigmas_by_keypoint_count():
+    sigmas, name = metrics.oks_sigmas(17)
+    assert name == "coco" and sigmas is metrics.COCO_SIGMAS and sigmas[0] == pytest.approx(0.026)  # the nose
+    sigmas, name = metrics.oks_sigmas(14)
+    assert name == "crowdpose" and sigmas is metrics.CROWDPOSE_SIGMAS and len(sigmas) == 14
+    for k in (13, 15, 16, 18):
+        sigmas, name = metrics.oks_sigmas(k)
+        assert name == "uniform 0.1" and sigmas.dtype == np.float64 and sigmas.tolist() == [0.1] * k
