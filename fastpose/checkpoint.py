@@ -157,15 +157,27 @@ def load_snapshot(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
-def config_from_snapshot(ckpt: dict):
-    """The Config the snapshot was trained with (checked again, as if loaded from a file)."""
+def config_from_snapshot(ckpt: dict, path: str | Path = "the snapshot"):
+    """The Config the snapshot (file `path`) was trained with (checked again, as if loaded from a file)."""
     values = ckpt["config"]
+    if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
+        raise UserError(f"{path}: the saved config is {type(values).__name__}, not a mapping of keys: the snapshot is "
+                        f"damaged. Use another snapshot of that run, or pass a config file.")
     unknown = [k for k in values if k not in FIELDS]
     if unknown:
-        raise UserError(f"The snapshot's config has keys this fastpose {__version__} does not know: "
+        raise UserError(f"{path}: the saved config has keys this fastpose {__version__} does not know: "
                         f"{', '.join(unknown)} (written by fastpose {ckpt.get('fastpose_version', '?')}). Use that "
                         f"version, or pass a config file instead of the snapshot's.")
-    return load(None, **values)
+    if values.get("num_joints") in (None, 0):  # training always saves the bound joint set
+        raise UserError(f"{path}: the saved config has num_joints = {values.get('num_joints')!r}, but a trained "
+                        f"network has a joint set: the snapshot is damaged or was not written by `fastpose train`. Use "
+                        f"another snapshot, or pass the run's config file.")
+    try:
+        return load(None, **values)
+    except UserError as e:
+        raise UserError(f"{path}: the saved config does not load: {e} The snapshot is damaged or from another "
+                        f"fastpose version ({ckpt.get('fastpose_version', '?')}); use another snapshot of that run, "
+                        f"or pass a config file.") from None
 
 
 # The joint set: what a config may leave open (0 / empty) for a snapshot or a dataset manifest to fill.
@@ -207,7 +219,7 @@ def load_model(checkpoint: str | Path, device: torch.device, cfg: Config | None 
     and a given cfg's open joint set is filled from the snapshot (`bind_snapshot_joints`). A config whose network does
     not fit the snapshot's weights is a UserError naming the first mismatches."""
     ckpt = load_snapshot(checkpoint)
-    cfg = config_from_snapshot(ckpt) if cfg is None else bind_snapshot_joints(cfg, ckpt, checkpoint)
+    cfg = config_from_snapshot(ckpt, checkpoint) if cfg is None else bind_snapshot_joints(cfg, ckpt, checkpoint)
     model = build_model(cfg)
     try:
         model.load_state_dict(ckpt["model"])

@@ -51,6 +51,10 @@ from fastpose.errors import UserError, out_folder
 FORMAT = "fastpose-shards"
 VERSION = 1
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+# The columns write_shard writes: one row per sample, one row per person (see the table in the README).
+SAMPLE_COLUMNS = ("image", "image_format", "size", "transform", "source_index", "source_path", "meta")
+PERSON_COLUMNS = ("joints", "head_box", "person_box", "person_area", "person_id")
+COLUMNS = SAMPLE_COLUMNS + ("persons_offset",) + PERSON_COLUMNS
 
 
 @dataclass
@@ -236,7 +240,48 @@ def read_manifest(root: str | Path) -> dict:
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise UserError(f"{path}: format {manifest.get('format')} v{manifest.get('version')} is not "
                         f"{FORMAT} v{VERSION}; convert the data again with this version of fastpose.")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise UserError(f"{path}: {problem}, so the manifest was damaged or edited by hand. Convert the dataset again "
+                        f"(`fastpose convert ... --overwrite`).")
     return manifest
+
+
+def _is_int(value, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _id_lists(value, k: int, size: int | None = None) -> bool:
+    """A list of lists of joint ids 0..k-1 (each of `size` ids when given)."""
+    return isinstance(value, list) and all(
+        isinstance(g, list) and (size is None or len(g) == size) and all(_is_int(j) and j < k for j in g)
+        for g in value)
+
+
+def _manifest_problem(m: dict) -> str:
+    """What is wrong with the fields a reader relies on ('' when nothing): the joint set and the split's shards."""
+    k = m.get("num_joints")
+    if not _is_int(k, 1):
+        return f"num_joints is {k!r}, not a positive integer"
+    names = m.get("joint_names")
+    if not (isinstance(names, list) and len(names) == k and all(isinstance(n, str) for n in names)):
+        return f"joint_names is {str(names)[:80]}, not a list of {k} names"
+    if not _id_lists(m.get("all_joints"), k):
+        return f"all_joints is {str(m.get('all_joints'))[:80]}, not a list of groups of joint ids 0..{k - 1}"
+    if m.get("skeleton") is not None and not _id_lists(m.get("skeleton"), k, 2):
+        return f"skeleton is {str(m.get('skeleton'))[:80]}, not a list of [a, b] joint id pairs"
+    splits = m.get("splits")
+    if not isinstance(splits, dict) or not splits:
+        return f"splits is {str(splits)[:80]}, not a mapping of split names to their shards"
+    for name, info in splits.items():
+        shards = info.get("shards") if isinstance(info, dict) else None
+        if not isinstance(shards, list):
+            return f"split '{name}' lists no shards"
+        for i, shard in enumerate(shards):
+            if not (isinstance(shard, dict) and isinstance(shard.get("file"), str) and shard["file"]
+                    and _is_int(shard.get("samples")) and isinstance(shard.get("sha256"), str)):
+                return f"shard {i} of split '{name}' lacks a file name, a sample count or a sha256 ({str(shard)[:80]})"
+    return ""
 
 
 class ShardDataset:
@@ -284,33 +329,83 @@ class ShardDataset:
         if shard not in self._files:
             path = self.shard_path(shard)
             try:
-                self._files[shard] = h5py.File(path, "r")
+                f = h5py.File(path, "r")
             except OSError as e:  # missing, truncated or not HDF5 (h5py raises OSError / FileNotFoundError)
                 what = "is missing" if not path.exists() else f"cannot be read as HDF5 ({str(e).splitlines()[0]})"
-                raise UserError(f"{path} (shard {shard} of split '{self.split}' of {self.root}) {what}: the dataset "
-                                f"is damaged, e.g. an incomplete copy. Copy it again, or convert it again; "
-                                f"`fastpose info {self.root} --verify` checks every shard.") from None
+                raise self._damaged(shard, what) from None
+            try:
+                problem = self._structure_problem(f, shard)
+            except (OSError, KeyError, ValueError, TypeError) as e:  # h5py's errors on a damaged file
+                problem = f"cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            if problem:
+                f.close()
+                raise self._damaged(shard, problem)
+            self._files[shard] = f
         return self._files[shard]
+
+    def _damaged(self, shard: int, what: str) -> UserError:
+        return UserError(f"{self.shard_path(shard)} (shard {shard} of split '{self.split}' of {self.root}) {what}: the "
+                         f"dataset is damaged, e.g. an incomplete copy. Copy it again, or convert it again; "
+                         f"`fastpose info {self.root} --verify` checks every shard.")
+
+    def _structure_problem(self, f: h5py.File, shard: int) -> str:
+        """What does not match the manifest and write_shard's layout ('' when nothing): columns, lengths, offsets."""
+        n = int(self.shards[shard]["samples"])
+        missing = [name for name in COLUMNS if name not in f or not isinstance(f[name], h5py.Dataset)]
+        if missing:
+            return f"lacks the column(s) {', '.join(missing)}"
+        wrong = [f"{name} {f[name].shape}" for name in SAMPLE_COLUMNS if f[name].shape[:1] != (n,)]
+        if f["size"].shape != (n, 3) or f["transform"].shape != (n, 6):
+            wrong.append(f"size {f['size'].shape} / transform {f['transform'].shape}")
+        if f["persons_offset"].shape != (n + 1,):
+            wrong.append(f"persons_offset {f['persons_offset'].shape}")
+        if wrong:
+            return f"has columns of the wrong length for its {n} samples: {', '.join(wrong)}"
+        joints = f["joints"]
+        if joints.ndim != 3 or joints.shape[1:] != (self.num_joints, 3):
+            return f"has joints of shape {joints.shape}, not (persons, {self.num_joints}, 3)"
+        offsets = f["persons_offset"][()]
+        p = joints.shape[0]
+        if offsets[0] != 0 or offsets[-1] != p or (np.diff(offsets) < 0).any():
+            return f"has persons_offset {offsets.tolist()[:10]} that does not index its {p} persons"
+        bad = [name for name in PERSON_COLUMNS if f[name].shape[:1] != (p,)]
+        if bad:
+            return f"has person columns ({', '.join(bad)}) of another length than its {p} persons"
+        return ""
+
+    def _read(self, shard: int, read):
+        """read(file) on the shard's open file; a damaged shard's read errors become the UserError above."""
+        f = self._file(shard)
+        try:
+            return read(f)
+        except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
+            raise self._damaged(shard, f"cannot be read ({type(e).__name__}: "
+                                       f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
     def meta(self, index: int) -> dict:
         """The sample's meta dict alone (e.g. its ignore RLEs), without reading its image."""
         shard, row = self.locate(index)
-        return json.loads(_str(self._file(shard)["meta"][row]))
+        return self._read(shard, lambda f: json.loads(_str(f["meta"][row])))
 
     def image_bytes(self, index: int) -> bytes:
         shard, row = self.locate(index)
-        return self._file(shard)["image"][row].tobytes()
+        return self._read(shard, lambda f: f["image"][row].tobytes())
 
     def joints(self, index: int) -> np.ndarray:
         """(P, K, 3) float32 x, y, visibility."""
         shard, row = self.locate(index)
-        f = self._file(shard)
-        a, b = f["persons_offset"][row:row + 2]
-        return f["joints"][a:b]
+
+        def read(f):
+            a, b = f["persons_offset"][row:row + 2]
+            return f["joints"][a:b]
+        return self._read(shard, read)
 
     def __getitem__(self, index: int) -> Sample:
         shard, row = self.locate(index)
-        f = self._file(shard)
+        return self._read(shard, lambda f: self._sample(f, row))
+
+    @staticmethod
+    def _sample(f: h5py.File, row: int) -> Sample:
         a, b = (int(v) for v in f["persons_offset"][row:row + 2])
         return Sample(
             image=f["image"][row].tobytes(),
@@ -331,11 +426,12 @@ class ShardDataset:
         """A whole per-sample or per-person column over all shards (e.g. 'size', 'joints')."""
         parts = []
         for shard in range(len(self.shards)):
-            parts.append(self._file(shard)[name][()])
+            parts.append(self._read(shard, lambda f: f[name][()]))
         return np.concatenate(parts) if parts else np.zeros((0,))
 
     def persons_per_sample(self) -> np.ndarray:
-        return np.concatenate([np.diff(self._file(s)["persons_offset"][()]) for s in range(len(self.shards))])
+        return np.concatenate([self._read(s, lambda f: np.diff(f["persons_offset"][()]))
+                               for s in range(len(self.shards))])
 
     def close(self) -> None:
         for f in self._files.values():

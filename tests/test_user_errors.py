@@ -272,10 +272,15 @@ def test_eval_numbers_checked_before_loading(tmp_path):
 
 
 def test_eval_snapshot_of_another_joint_count_names_the_tensors(data, snapshot):
-    with pytest.raises(UserError, match=r"do not fit the network of the config \(net_type resnet_18, 14 joints.*"
-                                        r"part.deconv.weight is \(512, 11, 3, 3\) in the snapshot, \(512, 14, 3, 3\) "
-                                        r"for the config"):
+    # Another joint count is caught when the config is bound to the snapshot (checkpoint.bind_snapshot_joints) ...
+    with pytest.raises(UserError, match=r"The config sets num_joints = 14, but .*snapshot-1.pt was trained with "
+                                        r"num_joints = 11"):
         checkpoint.load_model(snapshot, torch.device("cpu"), _cfg(data, num_joints=14))
+    # ... another head by the weights that do not fit, naming the tensors.
+    with pytest.raises(UserError, match=r"do not fit the network of the config \(net_type resnet_18, 11 joints, "
+                                        r"location_refinement True\): 2 keys of the config's network the "
+                                        r"snapshot lacks \(e.g. locref.deconv.bias\)"):
+        checkpoint.load_model(snapshot, torch.device("cpu"), _cfg(data, location_refinement=True))
 
 
 def test_eval_outputs_paths(tmp_path):

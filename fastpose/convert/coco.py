@@ -129,7 +129,8 @@ def image_entries(data: dict, cat_id, num_joints: int, images: Path, min_keypoin
     by_image: dict = {}
     ids = []
     for k, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or not isinstance(img.get("id"), int) or not img.get("file_name"):
+        name = img.get("file_name") if isinstance(img, dict) else None
+        if not isinstance(img, dict) or not isinstance(img.get("id"), int) or not (isinstance(name, str) and name):
             raise UserError(f"{path}: images[{k}] lacks an integer id or a file_name ({str(img)[:100]}). Fix the "
                             f"annotation file.")
         ids.append(img["id"])
@@ -141,7 +142,7 @@ def image_entries(data: dict, cat_id, num_joints: int, images: Path, min_keypoin
     for ann in data["annotations"]:
         if not isinstance(ann, dict) or ann.get("category_id") != cat_id:
             continue
-        if ann.get("image_id") in by_image:
+        if isinstance(ann.get("image_id"), int) and ann["image_id"] in by_image:  # (a list is unhashable)
             by_image[ann["image_id"]].append(ann)
         else:
             orphans.append(ann.get("id"))
@@ -185,22 +186,40 @@ def _is_box(box) -> bool:
     return isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
 
 
+def _near_image(coords: list, height: int, width: int, what: str) -> list:
+    """Polygon / box numbers, checked: finite and within the image's size of the image. pycocotools rasterises a
+    polygon by walking its edges, so one vertex at 1e300 would allocate without bound."""
+    a = np.asarray(coords, dtype=np.float64)  # ValueError / TypeError for non-numbers
+    reach = max(height, width)
+    if not (np.isfinite(a).all() and (np.abs(a) <= 2 * reach).all()):
+        raise ValueError(f"{what} has coordinates that are not finite or lie far outside the {width}x{height} image")
+    return coords
+
+
 def ignore_rle(segmentation, bbox, height: int, width: int) -> dict | None:
     """One ignore region as compressed RLE {"size": [h, w], "counts": str}; None if it has neither mask nor box."""
     rle = None
     if isinstance(segmentation, dict) and "counts" in segmentation:
         if list(segmentation.get("size", [])) != [height, width]:
             raise ValueError(f"RLE size {segmentation.get('size')} is not the image's [{height}, {width}]")
-        if isinstance(segmentation["counts"], list):  # uncompressed RLE (crowd annotations)
+        counts = segmentation["counts"]
+        if isinstance(counts, list):  # uncompressed RLE (crowd annotations): run lengths covering the image
+            if not (all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+                    and sum(counts) == height * width):
+                raise ValueError(f"the uncompressed RLE's counts are not run lengths adding up to {height}x{width}")
             rle = mask_utils.frPyObjects(segmentation, height, width)
-        else:
-            counts = segmentation["counts"]
+        elif isinstance(counts, str | bytes):
             rle = {"size": [height, width], "counts": counts.encode() if isinstance(counts, str) else counts}
+            mask_utils.area(rle)  # decodes: a damaged string raises here, not in training
+        else:
+            raise ValueError(f"RLE counts is {type(counts).__name__}, not a string or a list of run lengths")
     elif isinstance(segmentation, list):
-        polys = [p for p in segmentation if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
+        polys = [_near_image(p, height, width, "a polygon") for p in segmentation
+                 if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
         if polys:
             rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
     if rle is None and _is_box(bbox):
+        _near_image(bbox, height, width, "the bbox")
         rle = mask_utils.frPyObjects(np.array([bbox], np.float64), height, width)[0]
     if rle is None:
         return None
@@ -216,7 +235,7 @@ def load_coco_image(entry: Entry, load=common.load_image_entry) -> Sample:
     for ann_id, segmentation, bbox in entry.payload:
         try:
             rle = ignore_rle(segmentation, bbox, h, w)
-        except (ValueError, TypeError, IndexError) as e:
+        except (ValueError, TypeError, IndexError, OverflowError) as e:
             raise EntryProblem("malformed entry", f"image id {entry.index}, annotation id {ann_id}: "
                                                   f"segmentation: {e}") from None
         if rle is not None:
@@ -250,7 +269,10 @@ def convert(images: str | Path, annotations: str | Path, out: str | Path, *, min
                         f"(e.g. coco/val2017).")
     data = read_annotations(path)
     cat = keypoint_category(data, path)
-    names = [str(n) for n in cat["keypoints"]]
+    if not (isinstance(cat["keypoints"], list) and all(isinstance(n, str) and n for n in cat["keypoints"])):
+        raise UserError(f"{path}: the keypoint category's keypoints is {str(cat['keypoints'])[:80]}, not a list of "
+                        f"keypoint names. Fix the annotation file.")
+    names = list(cat["keypoints"])
     num_joints = len(names)
     skeleton, skeleton_note = skeleton_of(cat, num_joints)
     entries, orphans, no_person = image_entries(data, cat.get("id"), num_joints, images, min_keypoints, path)

@@ -212,8 +212,11 @@ def _watched(results, procs: list, source: str):
                                 f"image a native decoder cannot read. Then run the command again.") from None
 
 
+SKIP_HINT = "Fix these, or pass --skip-bad to skip them (they are listed in the manifest)."
+
+
 def problem_report(problems: dict[str, list[tuple[int, str]]], source: str,
-                   index_name: str = "entry indices are 0-based") -> str:
+                   index_name: str = "entry indices are 0-based", fix: str = SKIP_HINT) -> str:
     parts = []
     for kind, items in problems.items():
         first = ", ".join(str(i) for i, _ in items[:10])
@@ -221,8 +224,7 @@ def problem_report(problems: dict[str, list[tuple[int, str]]], source: str,
         parts.append(f"{kind}: {len(items)} entr{'y' if len(items) == 1 else 'ies'} [{first}{more}], e.g. "
                      f"{items[0][1]}; fix: {FIXES.get(kind, 'fix the entry')}.")
     return (f"{source}: {sum(len(v) for v in problems.values())} bad entries ({index_name}). "
-            + " ".join(parts) + " Nothing was written. Fix these, or pass --skip-bad to skip them (they are listed "
-            "in the manifest).")
+            + " ".join(parts) + " Nothing was written. " + fix)
 
 
 def convert_entries(entries: list[Entry], writer: ShardWriter, *, source: str, splits: list[str] | None = None,
@@ -268,9 +270,10 @@ def convert_entries(entries: list[Entry], writer: ShardWriter, *, source: str, s
     finally:
         if pool:
             pool.terminate()
-    if problems and not skip_bad:
+    if problems and (not skip_bad or not written):  # with --skip-bad, every entry bad leaves nothing to write
         writer.abort()
-        raise UserError(problem_report(problems, source, index_name))
+        raise UserError(problem_report(problems, source, index_name, SKIP_HINT if not skip_bad else
+                                       "Every entry is bad, so --skip-bad left nothing to convert: fix them."))
     if problems and not quiet:
         n = sum(len(v) for v in problems.values())
         console.print(f"[yellow]skipped {n} bad entries[/yellow] ("

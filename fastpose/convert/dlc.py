@@ -27,12 +27,33 @@ def read_project(project: str | Path) -> tuple[list[str], list[list[int]], list[
     if not cfg_path.is_file():
         raise UserError(f"{project} is not a DeepLabCut project: {cfg_path} is missing. Pass the project folder (the "
                         f"one holding config.yaml and labeled-data/).")
-    cfg = yaml.safe_load(cfg_path.read_text()) or {}
-    names = list(cfg.get("multianimalbodyparts") or cfg.get("bodyparts") or []) + list(cfg.get("uniquebodyparts") or [])
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"{cfg_path} is not readable YAML ({type(e).__name__}: {str(e).splitlines()[0]}). Fix it, "
+                        f"or let DeepLabCut write it again.") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{cfg_path}: the top level must be a mapping (bodyparts: [...], skeleton: [...]), got "
+                        f"{type(cfg).__name__}. Pass the DeepLabCut project's own config.yaml.")
+    names = []
+    for key in ("multianimalbodyparts" if cfg.get("multianimalbodyparts") else "bodyparts", "uniquebodyparts"):
+        value = cfg.get(key) or []
+        if not (isinstance(value, list) and all(isinstance(n, str) and n for n in value)):
+            raise UserError(f"{cfg_path}: {key} is {str(value)[:80]}, not a list of body part names. Write it as "
+                            f"{key}: [name1, name2, ...].")
+        names += value
     if not names:
         raise UserError(f"{cfg_path}: no `bodyparts` list. Add the body part names to the DeepLabCut config.")
+    if len(set(names)) != len(names):
+        raise UserError(f"{cfg_path}: body part names repeat ({names}); each must be listed once.")
     ids = {n: k for k, n in enumerate(names)}
-    skeleton = [[ids[a], ids[b]] for a, b in (cfg.get("skeleton") or []) if a in ids and b in ids]
+    edges = cfg.get("skeleton") or []
+    # Edges naming unknown parts are dropped (DeepLabCut keeps stale ones); a skeleton that is no list of pairs is
+    # an error.
+    if not (isinstance(edges, list) and all(isinstance(e, list) and len(e) == 2 for e in edges)):
+        raise UserError(f"{cfg_path}: skeleton is {str(edges)[:80]}, not a list of [part, part] pairs.")
+    skeleton = [[ids[a], ids[b]] for a, b in edges if isinstance(a, str) and isinstance(b, str) and a in ids
+                and b in ids]
     tables = sorted(project.glob("labeled-data/*/CollectedData_*.csv"))
     if not tables:
         h5 = sorted(project.glob("labeled-data/*/CollectedData_*.h5"))
@@ -47,16 +68,33 @@ def read_project(project: str | Path) -> tuple[list[str], list[list[int]], list[
 
 
 def _read_table(path: Path, project: Path, names: list[str], start: int) -> list[Entry]:
-    rows = list(csv.reader(path.open(newline="")))
-    header_rows = [r for r in rows[:4] if r and r[0] in ("scorer", "individuals", "bodyparts", "coords")]
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path} is not a readable CSV table ({type(e).__name__}: {e}). Export the labels from "
+                        f"DeepLabCut again.") from None
+    header_rows = []
+    for r in rows[:4]:  # the leading rows whose first cell names a DeepLabCut header
+        if not (r and r[0] in ("scorer", "individuals", "bodyparts", "coords")):
+            break
+        header_rows.append(r)
     nh = len(header_rows)
-    if nh < 3:
-        raise UserError(f"{path}: expected the DeepLabCut header rows scorer / bodyparts / coords, found "
-                        f"{[r[:1] for r in rows[:3]]}.")
     by_name = {r[0]: r for r in header_rows}
+    if nh < 3 or len(by_name) != nh or not {"scorer", "bodyparts", "coords"} <= set(by_name):
+        raise UserError(f"{path}: expected the DeepLabCut header rows scorer / (individuals /) bodyparts / coords, "
+                        f"found {[r[:1] for r in rows[:4]]}. Export the labels from DeepLabCut again.")
     coords, parts = by_name["coords"], by_name["bodyparts"]
     individuals = by_name.get("individuals")
-    n_index = next(i for i, c in enumerate(coords) if c in ("x", "y", "likelihood"))
+    n_index = next((i for i, c in enumerate(coords) if c in ("x", "y", "likelihood")), None)
+    if n_index is None or n_index == 0:
+        raise UserError(f"{path}: the coords row has no x / y column{' after the image column' if n_index == 0 else ''}"
+                        f" ({coords[:8]}). Export the labels from DeepLabCut again.")
+    short = [r[0] for r in header_rows if len(r) < len(coords)]
+    if short:
+        raise UserError(f"{path}: the header row(s) {', '.join(short)} have fewer cells than the coords row "
+                        f"({len(coords)}), so some columns name no body part or individual. Export the labels from "
+                        f"DeepLabCut again.")
     columns = []  # (column, person, joint id, axis)
     persons: dict[str, int] = {}
     for c in range(n_index, len(coords)):
