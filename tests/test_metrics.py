@@ -141,3 +141,32 @@ def test_oks_sigmas_by_keypoint_count():
     for k in (13, 15, 16, 18):
         sigmas, name = metrics.oks_sigmas(k)
         assert name == "uniform 0.1" and sigmas.dtype == np.float64 and sigmas.tolist() == [0.1] * k
+
+
+def test_visibility_codes_and_a_nan_label_count_per_person():
+    # visible given as the datasets' codes (2 = visible, 1 = occluded): both count. Person 1's joint 0 label is NaN:
+    # only that instance is left out, not person 0's (error 1 <= 0.2 x 10, and 3 > 2).
+    gt = np.array([[[0.0, 0.0], [10.0, 0.0]], [[np.nan, np.nan], [10.0, 0.0]]])
+    pred = gt + np.array([[[1.0, 0.0], [3.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    # Person 1 has one labelled joint: its box is 0 x 0, so only an exact prediction (error 0 <= 0) is correct.
+    np.testing.assert_array_equal(metrics.pck(pred, gt, np.array([[2, 1], [2, 2]])), [1.0, 0.5])
+
+
+def test_pckh_default_threshold_and_a_small_head():
+    # Head box 3 x 4 -> diagonal 5 -> head size 3: PCKh@0.5 (the default) allows errors below 1.5, so 1.4 counts and
+    # 1.6 does not. A head box of diagonal 1 (head size 0.6) is a real head: an error of 0.2 < 0.3 counts.
+    gt = np.zeros((3, 1, 2))
+    pred = gt + np.array([[[1.4, 0.0]], [[1.6, 0.0]], [[0.2, 0.0]]])
+    boxes = np.array([[[0.0, 0.0], [3.0, 4.0]], [[0.0, 0.0], [3.0, 4.0]], [[0.0, 0.0], [0.6, 0.8]]])
+    np.testing.assert_allclose(metrics.pckh(pred, gt, np.ones((3, 1), bool), boxes), [2 / 3])
+
+
+def test_shape_error_messages():
+    with pytest.raises(ValueError, match=r"pred and gt must both be \(N, K, 2\) arrays, got \(2, 3, 3\) and"):
+        metrics.pck(np.zeros((2, 3, 3)), np.zeros((2, 3, 3)), np.ones((2, 3), bool))
+    with pytest.raises(ValueError, match=r"^visible must be \(N, K\) = \(2, 3\), got \(3, 2\)$"):
+        metrics.pck(np.zeros((2, 3, 2)), np.zeros((2, 3, 2)), np.ones((3, 2), bool))
+    with pytest.raises(ValueError, match=r"^head_boxes has 3 persons, pred has 2$"):
+        metrics.pckh(np.zeros((2, 1, 2)), np.zeros((2, 1, 2)), np.ones((2, 1), bool), np.zeros((3, 2, 2)))
+    with pytest.raises(ValueError, match=r"head_boxes must be \(N, 2, 2\)"):
+        metrics.head_sizes(np.zeros((2, 2, 3)))
