@@ -464,7 +464,8 @@ def bench_export(cfg, device: torch.device, size: int, warmup: int, iters: int) 
             res["over_eager"] = res["images_per_s"] / base
     best = max((n for n in engines if "images_per_s" in engines[n]), key=lambda n: engines[n]["images_per_s"],
                default=None)
-    return {"images_per_s": engines[best]["images_per_s"] if best else None, "batch_size": b, "size": size,
+    return {"images_per_s": engines[best]["images_per_s"] if best else None,
+            "ms_per_batch": engines[best]["ms_per_batch"] if best else None, "batch_size": b, "size": size,
             "net_type": cfg.net_type, "fastest": best, "engines": engines, "torch_threads": torch.get_num_threads(),
             "onnxruntime": ort_version()}
 

@@ -106,7 +106,9 @@ def network_input(images: torch.Tensor, cfg, resized: tuple[int, int] | None = N
     mean = torch.tensor([float(v) for v in cfg.mean_pixel], dtype=torch.float32, device=dev)
     x = images.permute(0, 3, 1, 2).to(torch.float32) - mean[:, None, None]  # (N, 3, H, W)
     x = torch.matmul(resize_weights(h, res_h, ph), x)  # (N, 3, H', W): rows resized and padded
-    x = torch.matmul(x, resize_weights(w, res_w, pw).t())  # (N, 3, H', W')
+    # contiguous NCHW: the permuted input leaves channels-last strides, and the network must see the layout predict
+    # always gave it (oneDNN picks other kernels, with other rounding, for other strides)
+    x = torch.matmul(x, resize_weights(w, res_w, pw).t()).contiguous()  # (N, 3, H', W')
     valid_hw = torch.stack([res_h, res_w]).expand(n, 2)  # (N, 2)
     ratio = (valid_hw.to(torch.float64) / size.to(torch.float64)).flip(1)  # (N, 2) x, y
     return x, valid_hw, ratio

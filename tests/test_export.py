@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from fastpose import cli
+from fastpose import bench, cli
 from fastpose import config as config_mod
 from fastpose import export as export_mod
 from fastpose import predict as predict_mod
@@ -164,9 +164,15 @@ def test_torchscript_equals_predict_with_heatmaps(snapshot, reference):
 
 
 @pytest.mark.slow
-def test_static_size_export(snapshot, reference):
+def test_static_size_export_through_the_cli(snapshot, reference, monkeypatch, capsys):
     images, want = reference[1]  # (5, 50, 33)
-    path = export(snapshot, "torchscript", snapshot.with_name("static.ts.pt"), static=(50, 33))
+    path = snapshot.with_name("static.ts.pt")
+    monkeypatch.setattr(sys, "argv", ["fastpose", "export", str(snapshot), "--format", "torchscript", "--static", "50",
+                                      "33", "--out", str(path)])
+    with pytest.raises(SystemExit) as info:  # click ends a successful command with exit status 0
+        cli.main()
+    assert info.value.code == 0
+    assert f"wrote {path}" in " ".join(capsys.readouterr().out.split())
     assert json.loads(read_metadata(path)["static_size"]) == [50, 33]
     _check_joints(torch.jit.load(str(path))(torch.from_numpy(images[:2]))[0].numpy(), want[:2])
 
@@ -298,3 +304,16 @@ def test_predict_engine_errors(snapshot, tmp_path):
         predict(fake, [str(image)], tmp_path / "o", engine="torch")
     with pytest.raises(export_mod.UserError, match="could not be loaded by ONNX Runtime"):
         predict(fake, [str(image)], tmp_path / "o")
+
+
+@pytest.mark.slow
+def test_bench_export_part_times_every_engine():
+    report = bench.run(["export"], overrides=["net_type=resnet_18", "num_joints=3"], batch_size=2, size=48, iters=1,
+                       warmup=0, device="cpu")
+    res = report["results"]["export"]
+    assert list(res["engines"]) == ["torch_eager", "torch_compile", "torch_export", "onnxruntime"]
+    assert res["engines"]["torch_eager"]["over_eager"] == 1.0
+    for name in ("torch_eager", "torch_export", "onnxruntime"):  # torch.compile may lack a C++ compiler: reported
+        engine = res["engines"][name]
+        assert engine["images_per_s"] == pytest.approx(2 / engine["seconds"][0])
+    assert res["fastest"] in res["engines"] and res["net_type"] == "resnet_18" and res["size"] == 48
