@@ -33,8 +33,8 @@ os.environ.setdefault("FASTPOSE_CPU_BF16", "0")
 # Module-scoped fixtures (a test image) are shared by every example on purpose.
 _FUZZ = dict(derandomize=True, print_blob=True, database=None,
              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-settings.register_profile("fuzz", max_examples=30, deadline=2000, **_FUZZ)
-settings.register_profile("fuzz-long", max_examples=150, deadline=5000, **_FUZZ)
+settings.register_profile("fuzz", max_examples=50, deadline=2000, **_FUZZ)
+settings.register_profile("fuzz-long", max_examples=300, deadline=5000, **_FUZZ)
 settings.load_profile(os.environ.get("FASTPOSE_FUZZ_PROFILE", "fuzz"))
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout, or its mutants/ copy under `make mutate`

@@ -18,10 +18,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import scipy.io
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from fastpose.convert import coco, dlc
+from fastpose.convert import coco, dlc, mpii
 from fastpose.errors import UserError
 from fastpose.shards import ShardDataset, read_manifest
 
@@ -39,8 +40,9 @@ def _png() -> bytes:
     return data.tobytes()
 
 
-def check_outcome(run, out: Path, *names: str) -> None:
-    """run() writes shards at out or raises a one-paragraph UserError naming one of `names`; nothing else."""
+def check_outcome(run, out: Path, *names: str, size: tuple | None = (3, H, W)) -> None:
+    """run() writes shards at out or raises a one-paragraph UserError naming one of `names`; nothing else. Every
+    written sample has the image's size (when given) and finite labelled joints."""
     try:
         run()
     except UserError as e:
@@ -54,7 +56,8 @@ def check_outcome(run, out: Path, *names: str) -> None:
         ds = ShardDataset(out, split)
         for i in range(len(ds)):
             s = ds[i]
-            assert s.size == (3, H, W) and s.joints.shape[1:] == (len(manifest["joint_names"]), 3)
+            assert size is None or s.size == size
+            assert s.joints.shape[1:] == (len(manifest["joint_names"]), 3)
             assert np.isfinite(s.joints[..., :2][s.joints[..., 2] > 0]).all()
         ds.close()
 
@@ -258,3 +261,97 @@ def test_dlc_regressions_are_one_paragraph(dlc_root):
     with pytest.raises(UserError, match=r"CollectedData_me.csv: the coords row has no x / y column"):
         dlc.read_project(project)
     shutil.rmtree(project)
+
+
+# ------------------------------------------------------------------------------------------------------------ MPII
+def _structs(items: list[dict]) -> np.ndarray:
+    """A 1 x N MATLAB struct array (scipy.io.savemat writes a structured object array as one)."""
+    names = sorted({k for d in items for k in d})
+    arr = np.zeros((1, len(items)), dtype=[(n, object) for n in names] or [("empty", object)])
+    for i, d in enumerate(items):
+        for n in names:
+            arr[0, i][n] = d.get(n, np.zeros((0, 0)))
+    return arr
+
+
+MPII_IDS = [0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, 14, 15]
+
+
+def _point(pid: int) -> dict:
+    return {"x": 30.0 + pid, "y": 20.0 + 2 * pid, "id": float(pid), "is_visible": 1.0}
+
+
+def _rect(**change) -> dict:
+    rect = {"x1": 28.0, "y1": 5.0, "x2": 36.0, "y2": 15.0, "annopoints": {"point": [_point(p) for p in MPII_IDS]}}
+    rect.update(change)
+    return rect
+
+
+mpii_edits = st.lists(st.tuples(
+    st.integers(0, 1),  # which rectangle of image 1
+    st.sampled_from(["drop_annopoints", "empty_annorect", "is_visible", "x", "id", "x1", "drop_point", "points_empty",
+                     "img_train", "single_person", "name", "drop_release_field"]),
+    st.sampled_from(["1", "0", "abc", "", 3.5, -1.0, 16.0, float("nan"), float("inf"), 1e300, [1.0, 2.0], None])),
+    min_size=1, max_size=3)
+
+
+def _mpii_release(edits) -> dict:
+    rects = [_rect(), _rect(x1=60.0, x2=68.0)]
+    points = [[_point(p) for p in MPII_IDS] for _ in rects]
+    release = {"img_train": np.array([[1.0]]), "single_person": np.array([[1.0]], dtype=object),
+               "name": "a.jpg", "annorect": True}
+    for r, kind, value in edits:
+        v = np.zeros((0, 0)) if value is None else value
+        if kind == "drop_annopoints":
+            rects[r].pop("annopoints", None)
+        elif kind == "empty_annorect":
+            release["annorect"] = False
+        elif kind in ("is_visible", "x", "id") and points[r]:
+            points[r][0][kind] = v
+        elif kind == "x1":
+            rects[r]["x1"] = v
+        elif kind == "drop_point" and points[r]:
+            points[r][0].pop("x", None)
+        elif kind == "points_empty":
+            points[r] = []
+        elif kind in ("img_train", "single_person", "name"):
+            release[kind] = v
+        else:
+            release["drop"] = True
+    for r, rect in enumerate(rects):
+        if "annopoints" in rect:
+            rect["annopoints"] = {"point": _structs(points[r])} if points[r] else {"point": np.zeros((0, 0))}
+    anno = {"image": {"name": release["name"]},
+            "annorect": _structs(rects) if release["annorect"] else np.zeros((0, 0))}
+    out = {"annolist": _structs([anno]), "img_train": release["img_train"],
+           "single_person": np.array([[release["single_person"]]], dtype=object)}
+    if release.get("drop"):
+        del out["single_person"]
+    return {"RELEASE": out}
+
+
+@pytest.fixture(scope="module")
+def mpii_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fuzzmpii")
+    (root / "images").mkdir()
+    ok, jpg = cv2.imencode(".jpg", np.full((60, 100, 3), 120, np.uint8))
+    (root / "images" / "a.jpg").write_bytes(jpg.tobytes())
+    return root
+
+
+@given(edits=mpii_edits, skip_bad=st.booleans())
+@example(edits=[(0, "is_visible", "abc")], skip_bad=False)  # is_visible as a string that is no number
+@example(edits=[(0, "img_train", "abc")], skip_bad=False)
+@example(edits=[(0, "single_person", "abc")], skip_bad=False)
+@example(edits=[(0, "drop_annopoints", None), (1, "drop_annopoints", None)], skip_bad=False)  # nobody annotated
+@example(edits=[(0, "empty_annorect", None)], skip_bad=False)
+@example(edits=[(0, "x1", 1e300)], skip_bad=False)  # a head box that gives an absurd scale
+@example(edits=[(0, "x", [1.0, 2.0])], skip_bad=True)
+@example(edits=[(0, "name", [1.0, 2.0])], skip_bad=False)  # image.name a numeric array
+def test_fuzz_mpii_release(mpii_root, edits, skip_bad):
+    folder = Path(tempfile.mkdtemp(dir=mpii_root))
+    mat_path = folder / "release.mat"
+    scipy.io.savemat(mat_path, _mpii_release(edits))
+    out = folder / "shards"
+    check_outcome(lambda: mpii.convert(mpii_root, out, mat=mat_path, workers=1, skip_bad=skip_bad, quiet=True),
+                  out, str(mat_path), size=None)  # crops: their size depends on the head box

@@ -149,8 +149,20 @@ def read_release(path: str | Path) -> tuple[list, np.ndarray, list[set[int]]]:
         raise UserError(f"{path}: RELEASE lacks the field(s) {', '.join(missing)} (it has: {have}). Pass the "
                         f"official, unmodified {MAT_NAME}.")
     annolist = _items(release.annolist)
-    img_train = np.atleast_1d(np.asarray(release.img_train)).ravel()
-    single = [_index_set(v) for v in _items(release.single_person)]
+    img_train = np.atleast_1d(np.asarray(release.img_train, dtype=object)).ravel()
+    single = []
+    for i, v in enumerate(_items(release.single_person), start=1):
+        try:
+            single.append(_index_set(v))
+        except (ValueError, TypeError, OverflowError):
+            raise UserError(f"{path}: RELEASE.single_person{{{i}}} is {str(v)[:60]}, not a list of rectangle "
+                            f"indices. Pass the official, unmodified {MAT_NAME}.") from None
+    for i, v in enumerate(img_train, start=1):
+        try:
+            img_train[i - 1] = _num(v)
+        except (ValueError, TypeError):
+            raise UserError(f"{path}: RELEASE.img_train({i}) is {str(v)[:60]}, not 0 or 1. Pass the official, "
+                            f"unmodified {MAT_NAME}.") from None
     if not (len(annolist) == len(img_train) == len(single)):
         raise UserError(f"{path}: RELEASE.annolist has {len(annolist)} images but img_train has {len(img_train)} "
                         f"and single_person {len(single)}; they must have one entry per image. Pass the official "
@@ -198,6 +210,7 @@ def parse_persons(annolist: list, img_train: np.ndarray, single: list[set[int]],
             continue
         image = _get(anno, "image")
         name = _get(image, "name") if image is not None else None
+        name = name if isinstance(name, str) else None  # a number or an array is no file name: reported below
         rects = _items(_get(anno, "annorect"))
         parsed: list[tuple[np.ndarray | None, str | None]] = []
         for rect in rects:
@@ -217,7 +230,7 @@ def parse_persons(annolist: list, img_train: np.ndarray, single: list[set[int]],
                           meta={"image_index": i, "person_index": r, "single_person": is_single})
             try:
                 if name is None:
-                    raise ValueError("image.name is missing")
+                    raise ValueError("image.name is missing or not text")
                 if error is not None:
                     raise ValueError(error)
                 head = _head_box(rect) - 1.0
