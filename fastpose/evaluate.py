@@ -390,7 +390,7 @@ def write_outputs(result: dict, out_dir: str | Path, json_path: str | Path | Non
         written.append(coco_out)
     if json_path is not None:
         json_path = Path(json_path)
-        doc = dict(result["metrics"], split=result.get("split"))
+        doc = dict(result["metrics"], **({"split": result["split"]} if result.get("split") else {}))
         if splits:
             doc["splits"] = {name: r["metrics"] for name, r in splits.items()}
         write_atomic(json_path, json.dumps(doc, indent=1))
