@@ -427,7 +427,7 @@ def fit_assembly(cfg: Config, checkpoint: str | Path, *, out: str | Path | None 
         raise UserError(f"--max-images {max_images}: must be at least 1 (default 500).")
     dev = pick_device(device)
     net, cfg = load_model(checkpoint, dev, cfg)  # the config's open joint set from the snapshot, checked
-    cfg, data_dir = dataset.bind_joints(cfg, quiet=True, what=f"{checkpoint}'s network")  # checked against the data
+    cfg, data_dir = dataset.bind_joints(cfg, quiet=True, what=f"The network of {checkpoint}")  # against the data
     out = out_file(out or classifier_path(checkpoint), "--out", "assembly.json")  # before the fit, not after
     mean, std = stats_for(cfg)
     data = ShardDataset(data_dir, cfg.split)

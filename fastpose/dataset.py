@@ -34,10 +34,10 @@ def bind_joints(cfg: Config, quiet: bool = False, what: str = "The config") -> t
     data = resolve(cfg, quiet)
     manifest = read_manifest(data)
     if cfg.num_joints and cfg.num_joints != manifest["num_joints"]:
-        raise UserError(f"{what} has num_joints = {cfg.num_joints}, but the dataset {data} has "
-                        f"{manifest['num_joints']} joints ({', '.join(map(str, manifest['joint_names'][:20]))}). Use "
-                        f"the dataset the model was trained on, or remove num_joints from the config (or convert the "
-                        f"data with --num-joints {cfg.num_joints}).")
+        raise UserError(f"{what} says num_joints = {cfg.num_joints} but the dataset {data} has "
+                        f"{manifest['num_joints']} joints ({', '.join(map(str, manifest['joint_names'][:20]))}). "
+                        f"Remove num_joints from the config (the dataset brings its joint set), use the dataset this "
+                        f"joint set belongs to, or convert the data with --num-joints {cfg.num_joints}.")
     cfg = with_joints(cfg, manifest["num_joints"], manifest["joint_names"], manifest["all_joints"],
                       manifest.get("skeleton"))
     return cfg, data
