@@ -220,6 +220,9 @@ def load_model(checkpoint: str | Path, device: torch.device, cfg: Config | None 
     not fit the snapshot's weights is a UserError naming the first mismatches."""
     ckpt = load_snapshot(checkpoint)
     cfg = config_from_snapshot(ckpt, checkpoint) if cfg is None else bind_snapshot_joints(cfg, ckpt, checkpoint)
+    if not isinstance(ckpt["model"], dict):
+        raise UserError(f"{checkpoint}: its model weights are a {type(ckpt['model']).__name__}, not a state_dict: the "
+                        f"snapshot is damaged. Use another snapshot of that run.")
     model = build_model(cfg)
     try:
         model.load_state_dict(ckpt["model"])

@@ -19,7 +19,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fastpose import config as config_mod
-from fastpose.checkpoint import bind_snapshot_joints, config_from_snapshot, load_snapshot
+from fastpose.checkpoint import bind_snapshot_joints, config_from_snapshot, load_model, load_snapshot
 from fastpose.config import FIELDS
 from fastpose.errors import UserError
 from fastpose.shards import Sample, ShardDataset, ShardWriter, summary, verify
@@ -253,3 +253,14 @@ def test_fuzz_config_yaml_long(tmp_path_factory, doc):
         config_mod.load(path)
     except UserError as e:
         _one_paragraph(e, str(path))
+
+
+def test_snapshot_weights_that_are_no_state_dict(snapshot_bytes, tmp_path):
+    """The model half of test_fuzz_snapshot_fields (which stops at the config, as building a network per example is
+    slow): a list as the weights was a TypeError from load_state_dict."""
+    (tmp_path / "orig.pt").write_bytes(snapshot_bytes)
+    ckpt = torch.load(tmp_path / "orig.pt", weights_only=False)
+    ckpt["model"] = [1, 2]
+    torch.save(ckpt, tmp_path / "snapshot-3.pt")
+    with pytest.raises(UserError, match=r"snapshot-3.pt: its model weights are a list, not a state_dict"):
+        load_model(tmp_path / "snapshot-3.pt", torch.device("cpu"))
