@@ -11,6 +11,9 @@ the mutated modules) before any test imports fastpose.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import os
 import signal
 import subprocess
@@ -46,6 +49,28 @@ if ROOT.name == "mutants":
             for module, path in files.items():
                 if Path(path).is_relative_to(ROOT.parent) and (ROOT / Path(path).relative_to(ROOT.parent)).is_file():
                     files[module] = str(ROOT / Path(path).relative_to(ROOT.parent))
+
+    class _KernelsLoader(importlib.machinery.SourceFileLoader):
+        """mutmut names the mutants of kernels/X.py `kernels.X` and switches one on only in a module of that name,
+        but the wheel installs them as fastpose.kernels.X: the copy runs with __name__ = kernels.X while it defines
+        its functions (their __module__), and is imported as fastpose.kernels.X."""
+
+        def exec_module(self, module):
+            code = self.get_code(self.name)
+            module.__name__ = "kernels." + self.name.rsplit(".", 1)[1]
+            try:
+                exec(code, module.__dict__)
+            finally:
+                module.__name__ = self.name
+
+    class _KernelsFinder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            file = ROOT / "kernels" / f"{name.rsplit('.', 1)[-1]}.py"
+            if not name.startswith("fastpose.kernels.") or not file.is_file():
+                return None
+            return importlib.util.spec_from_file_location(name, file, loader=_KernelsLoader(name, str(file)))
+
+    sys.meta_path.insert(0, _KernelsFinder())
 
 # The real small datasets, read in place (../shared/data beside the checkout). Tests that need them skip with a reason
 # naming the shared data when it is absent (a user's fresh clone); on CI (`CI` set) it is required: a missing folder

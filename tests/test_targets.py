@@ -338,3 +338,16 @@ def test_torch_twin_reuses_its_buffer_only_when_no_tensor_uses_it(gen):
     other = make_targets_torch(first, (h, w), 8, 13.6, STDEV)
     assert ptr(other) != p1
     loss.backward()
+
+
+def test_twin_weights_are_float32_whatever_the_ignore_dtype():
+    # The spec: all four outputs are float32. ignore may come as float64 (numpy masks) or uint8; present_only weights
+    # come from a bool "any".
+    joints = torch.tensor([[[[4.0, 4.0, 1.0], [0.0, 0.0, 0.0]]]])  # (1, 1, 2, 3): joint 1 absent
+    for ignore in (None, torch.zeros(1, 1, 2, 3, dtype=torch.float64), torch.ones(1, 1, 2, 3, dtype=torch.uint8)):
+        for present_only in (False, True):
+            w = make_targets_torch(joints, (2, 3), 8, 5.0, 7.2801, ignore, present_only).scmap_weights
+            assert w.dtype == torch.float32, (ignore, present_only)
+            want = 0.0 if ignore is not None and ignore.dtype == torch.uint8 else 1.0
+            assert w[0, 0].unique().tolist() == [want]
+            assert w[0, 1].unique().tolist() == [0.0 if present_only else want]
