@@ -25,7 +25,7 @@ lint: $(VENV)/.installed
 test: lint
 	$(BIN)/python -m pytest
 
-# Mutation testing of the core modules ([tool.mutmut] in pyproject.toml; slow: about 0.5 mutants/s on 2 busy cores, not part
+# Mutation testing of the core modules ([tool.mutmut] in pyproject.toml; slow: ~0.5 mutants/s on 2 busy cores, not part
 # of `make test`). MUTANTS selects mutant names, e.g. make mutate MUTANTS='fastpose.decode*'. The tests run from
 # mutants/tests, so ./shared links to ../shared for the tests that read ../shared/data (removed afterwards).
 MUTANTS ?=
