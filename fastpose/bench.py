@@ -535,6 +535,9 @@ def table(report: dict):
         elif part == "e2e":
             wait = res.get("data_wait_ms")
             notes = f"{res['iterations']} iterations" + (f", data wait {wait:.1f} ms/it" if wait is not None else "")
+            if "fp32" in res:
+                notes += (f", {res['precision']} x{res['speedup_vs_fp32']:.2f} vs fp32 "
+                          f"({res['fp32']['images_per_s']:.2f} img/s)")
         elif part == "analyze":
             notes = (f"frames/s: decode {res['decode_fps']:.1f}, model {res['model_fps']:.1f}, end to end "
                      f"{res['end_to_end_fps']:.1f} (x{res['end_to_end_over_model']:.2f} the model; {res['net_type']} "
