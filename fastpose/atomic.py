@@ -1,12 +1,15 @@
-"""Files written and checked safely: atomic writes (a temp name beside the target, then a rename, so no reader ever
-sees half a file) and the sha256 of a file (shard manifests, downloaded weights)."""
+"""Files: the user's file arguments expanded (files, folders, glob patterns), atomic writes (a temp name beside the
+target, then a rename, so no reader ever sees half a file) and the sha256 of a file (shard manifests, weights)."""
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+from fastpose.errors import UserError
 
 
 def write_atomic(path: str | Path, data: str | bytes | Callable[[Path], object]) -> Path:
@@ -38,3 +41,34 @@ def sha256_of(path: str | Path, block_size: int = 1 << 20) -> str:
         while block := f.read(block_size):
             h.update(block)
     return h.hexdigest()
+
+
+def expand_paths(items: list[str | Path], suffixes: tuple[str, ...], kind: str) -> list[Path]:
+    """Files, folders (their files with one of `suffixes`, sorted) and glob patterns -> paths in order, without
+    duplicates. A file given by name is kept whatever its suffix (its reader decides); `kind` ("images", "videos")
+    names what is looked for in the messages."""
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in suffixes and q.is_file())
+            if not found:
+                raise UserError(f"{p} is a folder without {kind} ({', '.join(suffixes)}). Pass {kind[:-1]} files, a "
+                                f"folder of {kind} or a glob such as '{p}/*{suffixes[0]}'.")
+            paths += found
+        elif p.is_file():
+            paths.append(p)
+        elif glob.has_magic(str(item)):
+            found = sorted(Path(q) for q in glob.glob(str(item), recursive=True) if Path(q).is_file())
+            if not found:
+                raise UserError(f"The pattern '{item}' matched no files. Check the path (quote the pattern so the "
+                                f"shell does not expand it).")
+            paths += found
+        else:
+            raise UserError(f"{item} does not exist. Pass {kind[:-1]} files, folders of {kind} or glob patterns.")
+    seen, unique = set(), []
+    for p in paths:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique

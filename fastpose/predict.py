@@ -7,7 +7,6 @@ run in batches on the CPU or GPU; `fastpose.decode` turns the heads' outputs int
 
 from __future__ import annotations
 
-import glob
 import json
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 
 from fastpose.assembly import assemble_persons, classifier_for
-from fastpose.atomic import write_atomic
+from fastpose.atomic import expand_paths, write_atomic
 from fastpose.checkpoint import config_from_snapshot, load_model
 from fastpose.decode import decode, to_sample
 from fastpose.device import autocast, memory_format, pick_device
@@ -45,32 +44,8 @@ def choose_engine(engine: str | None, checkpoint: str | Path) -> str:
 
 
 def expand_inputs(items: list[str]) -> list[Path]:
-    """Files, folders (their images, sorted) and glob patterns -> image paths, in order, without duplicates."""
-    paths: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
-            if not found:
-                raise UserError(f"{p} is a folder without images ({', '.join(IMAGE_SUFFIXES)}). Pass image files, a "
-                                f"folder of images or a glob such as '{p}/*.jpg'.")
-            paths += found
-        elif p.is_file():
-            paths.append(p)
-        elif glob.has_magic(item):
-            found = sorted(Path(q) for q in glob.glob(item, recursive=True) if Path(q).is_file())
-            if not found:
-                raise UserError(f"The pattern '{item}' matched no files. Check the path (quote the pattern so the "
-                                f"shell does not expand it).")
-            paths += found
-        else:
-            raise UserError(f"{item} does not exist. Pass image files, folders or glob patterns.")
-    seen, unique = set(), []
-    for p in paths:
-        if p.resolve() not in seen:
-            seen.add(p.resolve())
-            unique.append(p)
-    return unique
+    """Images files, folders of them and glob patterns -> paths in order, without duplicates."""
+    return expand_paths(items, IMAGE_SUFFIXES, "images")
 
 
 @torch.no_grad()

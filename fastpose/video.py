@@ -27,6 +27,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from fastpose.atomic import expand_paths
 from fastpose.errors import UserError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -56,28 +57,8 @@ class VideoInfo:
 
 
 def expand_videos(items: list[str | Path]) -> list[Path]:
-    """Video files and folders (their videos with a VIDEO_SUFFIXES suffix, sorted) -> paths in order, no duplicates.
-    A file given by name is kept whatever its suffix (`probe` decides whether it is a video)."""
-    paths: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES and q.is_file())
-            if not found:
-                raise UserError(f"{p} is a folder without videos ({', '.join(VIDEO_SUFFIXES)}). Pass video files or "
-                                f"folders holding them.")
-            paths += found
-        elif p.is_file():
-            paths.append(p)
-        else:
-            raise UserError(f"{item} does not exist. Pass video files ({', '.join(VIDEO_SUFFIXES)}) or folders of "
-                            f"them.")
-    seen, unique = set(), []
-    for p in paths:
-        if p.resolve() not in seen:
-            seen.add(p.resolve())
-            unique.append(p)
-    return unique
+    """Videos files, folders of them and glob patterns -> paths in order, without duplicates."""
+    return expand_paths(items, VIDEO_SUFFIXES, "videos")
 
 
 def probe(path: str | Path) -> VideoInfo:
