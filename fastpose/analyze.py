@@ -5,7 +5,9 @@ Decoding runs beside the network: on the CPU PyAV decodes, scales (exactly as `f
 `fastpose.images.network_batch`) and batches frames in a background thread (`fastpose.video.Prefetch`) while the
 model runs on the previous batch; on a GPU DALI decodes with NVDEC and resizes there (`fastpose.video.dali_batches`).
 After decoding there is one path: the network, `fastpose.decode` (single person) or `fastpose.assembly` + the
-tracker (`fastpose.tracks`, multi-person), the tables, the drawing (`fastpose.draw`).
+tracker (`fastpose.tracks`, multi-person), the tables, the drawing (`fastpose.draw`). With `--engine onnxruntime` the
+network and the decoding are the `fastpose export` ONNX graph, fed the decoded uint8 frames (`fastpose.predict`'s
+`onnx_batch`, as `fastpose predict` runs it).
 
 Every output is written to a temporary name and renamed; the meta file goes last, so a video counts as done
 (`--skip-existing`) only when its meta file is there. Under torchrun each rank takes every WORLD_SIZE-th video.
@@ -28,14 +30,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fastpose import __version__
 from fastpose.assembly import assemble_persons, classifier_for
 from fastpose.atomic import write_atomic
-from fastpose.checkpoint import latest_snapshot, load_model, load_snapshot
+from fastpose.checkpoint import config_from_snapshot, latest_snapshot, load_model, load_snapshot
 from fastpose.config import load
 from fastpose.decode import decode, to_sample
 from fastpose.device import autocast, effective_precision, pick_device
 from fastpose.draw import draw_persons, draw_pose, person_colour
 from fastpose.errors import UserError, out_folder
+from fastpose.export import OnnxModel, onnx_for
 from fastpose.images import network_batch
 from fastpose.pipeline import ALIGN, eval_augment, sample_params
+from fastpose.predict import choose_engine, onnx_batch
 from fastpose.tracks import USER_FIXABLE_ERRNOS, Tracker, dlc_table, scorer_name, write_table
 from fastpose.train import distributed
 from fastpose.video import (
@@ -73,11 +77,11 @@ class Options:
 
 
 def resolve(target: str | Path, checkpoint: str | Path | None, overrides: list[str] | None = None):
-    """(config or None, snapshot path) from CONFIG_OR_CHECKPOINT and --checkpoint: a .pt is the snapshot (its own
-    config); a config takes --checkpoint or the newest snapshot of its out_dir (`load_model` then checks that the
-    snapshot's joint set is the config's)."""
+    """(config or None, snapshot path) from CONFIG_OR_CHECKPOINT and --checkpoint: a .pt (or an exported .onnx) is the
+    snapshot (its own config); a config takes --checkpoint or the newest snapshot of its out_dir (`load_model` then
+    checks that the snapshot's joint set is the config's)."""
     target = Path(target)
-    if target.suffix == ".pt":
+    if target.suffix in (".pt", ".onnx"):
         if checkpoint is not None:
             raise UserError(f"{target} is a snapshot and --checkpoint {checkpoint} another one: pass one of them "
                             f"(a config as the first argument takes --checkpoint).")
@@ -93,9 +97,12 @@ def resolve(target: str | Path, checkpoint: str | Path | None, overrides: list[s
 
 def analyze(target: str | Path, videos: list[str], *, checkpoint: str | Path | None = None,
             out_dir: str | Path | None = None, options: Options | None = None, skip_existing: bool = False,
-            device: str = "auto", overrides: list[str] | None = None) -> dict:
+            device: str = "auto", overrides: list[str] | None = None, engine: str | None = None) -> dict:
     """Analyse videos (files and folders). Returns {"rows": one dict per video (video, frames, fps, outputs,
-    missing, status), "skipped": [(video, reason)], "rank", "world"}."""
+    missing, status), "skipped": [(video, reason)], "rank", "world"}.
+
+    engine: torch | onnxruntime (`fastpose.predict.choose_engine`; None = onnxruntime for an .onnx checkpoint, else
+    torch). With onnxruntime a snapshot is exported once beside itself (`fastpose.export.onnx_for`)."""
     opts = options or Options()
     if opts.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {opts.batch_size}.")
@@ -109,10 +116,24 @@ def analyze(target: str | Path, videos: list[str], *, checkpoint: str | Path | N
         raise UserError(f"--max-gap {opts.max_gap}: frames a track may be unseen must be >= 0.")
     paths = expand_videos(videos)
     cfg, snapshot = resolve(target, checkpoint, overrides)
+    engine = choose_engine(engine, snapshot)
+    if engine == "onnxruntime" and opts.decoder == "dali":
+        raise UserError("--decoder dali hands the network frames already scaled on the GPU, but --engine onnxruntime "
+                        "runs the exported graph, which takes the decoded uint8 frames and scales them itself. Use "
+                        "--decoder pyav (the default with onnxruntime), or --engine torch.")
     rank, world, local_rank = distributed()
     paths = paths[rank::world]  # rank r takes videos r, r + N, ...
     dev = pick_device(device, local_rank if world > 1 else None)
-    model, cfg = load_model(snapshot, dev, cfg)
+    if engine == "onnxruntime":
+        model = OnnxModel(onnx_for(snapshot, multi_person=opts.multi_person), dev)
+        cfg = config_from_snapshot({"config": model.config_values}, snapshot)  # the graph's own training config
+        if opts.multi_person and "pairwise" not in model.outputs:
+            raise UserError(f"{snapshot} was exported without --multi-person, so it lacks the pairwise offsets the "
+                            f"assembly needs. Export it again with --multi-person, or analyse its snapshot .pt.")
+        iteration = int(model.meta.get("iteration", 0))  # files exported before the iteration was kept: 0
+    else:
+        model, cfg = load_model(snapshot, dev, cfg)
+        iteration = int(load_snapshot(snapshot)["iteration"])
     if not cfg.joint_names:
         cfg.joint_names = [f"joint{k}" for k in range(cfg.num_joints)]
     assembly = None
@@ -120,7 +141,6 @@ def analyze(target: str | Path, videos: list[str], *, checkpoint: str | Path | N
         assembly, note = classifier_for(cfg, snapshot)
         if note is not None:
             raise UserError(f"--multi-person: {note}.")
-    iteration = int(load_snapshot(snapshot)["iteration"])
     scorer = scorer_name(cfg.net_type, iteration)
     folder = out_folder(out_dir, "--out") if out_dir is not None else None
     rows, skipped = [], []
@@ -152,12 +172,13 @@ def network_size(info: VideoInfo, cfg) -> tuple[int, int]:
 
 
 def cpu_batches(info: VideoInfo, first: int, last: int, cfg, batch_size: int, counts: DecodeCounts,
-                keep_images: bool):
+                keep_images: bool, scale: bool = True):
     """(frame numbers, (B, 3, H, W) network input, valid_hw (B, 2), ratio (B, 2), images or None): PyAV decoding
-    and `fastpose.images.network_batch` scaling, run by the background thread."""
+    and `fastpose.images.network_batch` scaling, run by the background thread. scale False (the ONNX graph scales
+    inside): network input, valid_hw and ratio are None."""
     for numbers, images in chunks(read_frames(info, first, last, counts), batch_size):
         t = time.perf_counter()
-        batch, valid_hw, ratio = network_batch(images, cfg)
+        batch, valid_hw, ratio = network_batch(images, cfg) if scale else (None, None, None)
         counts.decode_s += time.perf_counter() - t
         yield numbers, batch, valid_hw, ratio, images if keep_images else None
 
@@ -187,7 +208,7 @@ def _progress(enabled: bool) -> Progress:
 def analyze_video(model, cfg, info: VideoInfo, base: Path, dev: torch.device, opts: Options, *,
                   assembly: dict | None = None, scorer: str = "DLC_fastpose", extra: dict | None = None) -> dict:
     """Analyse one video; write `<base>.h5`, `<base>.csv`, optionally `<base>_labeled.mp4`, then `<base>_meta.json`.
-    Returns the meta document."""
+    Returns the meta document. model: the torch network, or an `OnnxModel` (--engine onnxruntime)."""
     t_start = time.time()
     t0 = time.perf_counter()
     first, last = frame_range(info, opts.start, opts.stop, opts.frames)
@@ -197,7 +218,8 @@ def analyze_video(model, cfg, info: VideoInfo, base: Path, dev: torch.device, op
     people: dict[int, dict[int, np.ndarray]] = {}  # frame row -> track id -> (K, 3)
     tracker = Tracker(opts.max_gap, opts.track_by) if opts.multi_person else None
     counts = DecodeCounts()
-    decoder = opts.decoder if opts.decoder != "auto" else ("dali" if dev.type == "cuda" else "pyav")
+    onnx = isinstance(model, OnnxModel)
+    decoder = opts.decoder if opts.decoder != "auto" else ("dali" if dev.type == "cuda" and not onnx else "pyav")
     if decoder == "dali" and dev.type != "cuda" and info.codec not in ("vp8", "vp9", "mjpeg"):
         raise UserError(f"--decoder dali on the CPU reads VP8, VP9 and MJPEG only, and {info.path} is {info.codec} "
                         f"(DALI decodes it on a GPU, with --device cuda). Use --decoder pyav (the CPU default).")
@@ -209,28 +231,35 @@ def analyze_video(model, cfg, info: VideoInfo, base: Path, dev: torch.device, op
     if decoder == "dali":
         source = dali_net_batches(info, first, last, cfg, opts.batch_size, dev, opts.labeled_video)
     else:
-        source = Prefetch(cpu_batches(info, first, last, cfg, opts.batch_size, counts, opts.labeled_video))
+        source = Prefetch(cpu_batches(info, first, last, cfg, opts.batch_size, counts, opts.labeled_video or onnx,
+                                      scale=not onnx))
     try:
         with _progress(opts.progress) as bar:
             task = bar.add_task(info.path.name, total=n, rate=0.0)
             for numbers, batch, valid_hw, ratio, images in source:
                 tm = time.perf_counter()
-                try:
-                    with torch.no_grad(), autocast(cfg.precision, dev):
-                        heads = model(batch.to(dev, non_blocking=True))
-                except torch.OutOfMemoryError:
-                    raise UserError(f"Out of GPU memory analysing {info.path} (batch size {opts.batch_size}, frames "
-                                    f"{info.width} x {info.height}). Pass a smaller --batch-size, or --device "
-                                    f"cpu.") from None
                 rows = [m - first for m in numbers]
+                if onnx:
+                    # (B, K, 3) joints in frame pixels; per frame (P, K, 3) persons (score 0 = joint absent) or None
+                    joints, persons = onnx_batch(model, images, cfg, assembly, tracker is not None)
+                else:
+                    try:
+                        with torch.no_grad(), autocast(cfg.precision, dev):
+                            heads = model(batch.to(dev, non_blocking=True))
+                    except torch.OutOfMemoryError:
+                        raise UserError(f"Out of GPU memory analysing {info.path} (batch size {opts.batch_size}, "
+                                        f"frames {info.width} x {info.height}). Pass a smaller --batch-size, or "
+                                        f"--device cpu.") from None
+                    if tracker is None:
+                        joints = to_sample(decode(heads["part"], heads["locref"], cfg.stride, cfg.locref_stdev,
+                                                  valid_hw.to(dev)), ratio).double().cpu().numpy()  # (B, K, 3)
+                    else:
+                        persons = [assemble_persons(heads, b, valid_hw[b], ratio[b], None, float(ratio[b].mean()),
+                                                    cfg, assembly) for b in range(len(rows))]  # (P, K, 3) each
                 if tracker is None:
-                    joints = to_sample(decode(heads["part"], heads["locref"], cfg.stride, cfg.locref_stdev,
-                                              valid_hw.to(dev)), ratio).double().cpu().numpy()  # (B, K, 3)
                     single[rows] = joints
                 else:
-                    for b, (row, number) in enumerate(zip(rows, numbers)):
-                        found = assemble_persons(heads, b, valid_hw[b], ratio[b], None, float(ratio[b].mean()), cfg,
-                                                 assembly)  # (P, K, 3), score 0 = joint absent
+                    for row, number, found in zip(rows, numbers, persons):
                         found = found.copy()
                         found[found[..., 2] <= 0] = np.nan
                         ids = tracker.update(number, found)
@@ -289,7 +318,8 @@ def analyze_video(model, cfg, info: VideoInfo, base: Path, dev: torch.device, op
         "frame_numbers": "from presentation timestamps: frame i is shown i / fps s after the first frame",
         "scorer": scorer, "batch_size": opts.batch_size, "multi_person": opts.multi_person,
         "tracks": None if tracker is None else tracker.count, "pcutoff": opts.pcutoff, "decoder": decoder,
-        "device": str(dev), "precision": effective_precision(cfg.precision, dev), "net_type": cfg.net_type,
+        "device": str(dev), "engine": "onnxruntime" if onnx else "torch",
+        "precision": "fp32" if onnx else effective_precision(cfg.precision, dev), "net_type": cfg.net_type,
         "start": t_start, "stop": time.time(), "run_duration_s": seconds, "fps_achieved": analysed / seconds,
         "model_s": model_s, "decode_s": counts.decode_s if wait else None,
         "model_waited_for_decode_s": source.consumer_wait_s if wait else None,

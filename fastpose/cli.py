@@ -404,7 +404,7 @@ def export_command(
 @app.command("analyze")
 def analyze_command(
         target: Annotated[Path, typer.Argument(metavar="CONFIG_OR_CHECKPOINT", help="A config (its out_dir's newest "
-                                               "snapshot, or --checkpoint) or a snapshot .pt.")],
+                                               "snapshot, or --checkpoint), a snapshot .pt or an exported .onnx.")],
         videos: Annotated[list[str], typer.Argument(help="Video files (mp4, avi, mov, mkv, webm) and folders.")],
         checkpoint: Annotated[Path | None, typer.Option(help="Snapshot .pt (default: the newest in the config's "
                                                         "out_dir).")] = None,
@@ -425,6 +425,9 @@ def analyze_command(
                                                     "(their _meta.json is written last).")] = False,
         device: Annotated[str, typer.Option(help="cpu | cuda | auto.")] = "auto",
         decoder: Annotated[str, typer.Option(help="auto (DALI on a GPU, PyAV on the CPU) | pyav | dali.")] = "auto",
+        engine: Annotated[str | None, typer.Option(help="torch | onnxruntime (runs the `fastpose export` ONNX graph; "
+                                                   "a snapshot is exported once beside itself). Default: onnxruntime "
+                                                   "for an .onnx checkpoint, else torch.")] = None,
         set_: SetOpt = None) -> None:
     """Run a trained model over videos: DeepLabCut-compatible <video><scorer>.h5/.csv and _meta.json per video.
 
@@ -435,7 +438,7 @@ def analyze_command(
                               multi_person=multi_person, max_gap=max_gap, track_by=track_by, start=start, stop=stop,
                               frames=frames, decoder=decoder, progress=sys.stderr.isatty())
     result = analyze.analyze(target, videos, checkpoint=checkpoint, out_dir=out_dir, options=options,
-                             skip_existing=skip_existing, device=device, overrides=set_)
+                             skip_existing=skip_existing, device=device, overrides=set_, engine=engine)
     title = f"fastpose analyze, scorer {result['scorer']}" + (f" (rank {result['rank']} of {result['world']})"
                                                               if result["world"] > 1 else "")
     table = Table(title=title)

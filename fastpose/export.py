@@ -27,7 +27,7 @@ from torch import nn
 
 from fastpose import __version__
 from fastpose.atomic import write_atomic
-from fastpose.checkpoint import load_model
+from fastpose.checkpoint import load_model, load_snapshot
 from fastpose.decode import decode, to_sample
 from fastpose.errors import UserError, cause, out_file
 from fastpose.images import eval_size, network_input
@@ -143,6 +143,7 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path | None = None, *, m
     graph = InferenceGraph(model, cfg, heads=heatmaps, multi_person=multi_person, static=static).eval()
     meta = metadata(cfg, graph, fmt)
     meta["static_size"] = json.dumps(list(static) if static is not None else None)
+    meta["iteration"] = str(int(load_snapshot(checkpoint)["iteration"]))  # analyze's DeepLabCut scorer name
     example = example_input(static)
     try:
         if fmt == "onnx":

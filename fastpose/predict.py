@@ -71,8 +71,8 @@ def _persons(heads: dict, valid_hw: torch.Tensor, ratio: torch.Tensor, cfg, asse
             for b in range(len(valid_hw))]
 
 
-def _onnx_batch(runner: OnnxModel, images: list[np.ndarray], cfg, assembly: dict | None,
-                multi_person: bool) -> tuple[np.ndarray, list]:
+def onnx_batch(runner: OnnxModel, images: list[np.ndarray], cfg, assembly: dict | None,
+               multi_person: bool) -> tuple[np.ndarray, list]:
     """What _single and _persons give, from the exported graph: ((B, K, 3) joints in image pixels, persons per image
     or Nones). Runs of images of one size go through ONNX Runtime together (the graph takes one size per call)."""
     joints, persons, start = [], [], 0
@@ -157,7 +157,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, b
         if not images:
             continue
         if runner is not None:
-            joints, persons = _onnx_batch(runner, images, cfg, assembly, multi_person)
+            joints, persons = onnx_batch(runner, images, cfg, assembly, multi_person)
         else:
             try:
                 with torch.no_grad():

@@ -23,6 +23,7 @@ from fastpose.analyze import Options, analyze, cpu_batches, dali_net_batches
 from fastpose.checkpoint import load_model, save_snapshot
 from fastpose.cli import app
 from fastpose.errors import UserError
+from fastpose.export import export
 from fastpose.model import build_model
 from fastpose.predict import predict_images
 from fastpose.tracks import Tracker, dlc_table, read_table, write_table
@@ -229,6 +230,46 @@ def test_cli_summary(snapshot, videos, tmp_path):
     assert "clip.mp4" in res.output and f"{N}" in res.output
     res = CliRunner().invoke(app, ["analyze", str(snapshot), str(tmp_path / "nothing.mp4")])
     assert isinstance(res.exception, UserError) and "does not exist" in str(res.exception)  # main() exits 2
+
+
+@pytest.mark.slow
+def test_engine_onnxruntime_equals_torch(snapshot, videos, tmp_path):
+    # the exported graph, passed as the checkpoint, run through the CLI; the torch engine through the function
+    onnx_file = export(snapshot, "onnx", tmp_path / "model.onnx")
+    video = videos["h264"]
+    torch_run = analyze(snapshot, [str(video)], out_dir=tmp_path / "torch", device="cpu", engine="torch",
+                        options=Options(progress=False, batch_size=5))
+    res = CliRunner().invoke(app, ["analyze", str(onnx_file), str(video), "--out", str(tmp_path / "ort"), "--device",
+                                   "cpu", "--batch-size", "5", "--engine", "onnxruntime"])
+    assert res.exit_code == 0, res.output
+    scorer = torch_run["scorer"]
+    assert scorer == "DLC_Resnet18_fastpose_snapshot_7"  # the iteration travels in the exported file's metadata
+    name = f"{video.stem}{scorer}"
+    a = pd.read_hdf(tmp_path / "torch" / f"{name}.h5", "df_with_missing")
+    b = pd.read_hdf(tmp_path / "ort" / f"{name}.h5", "df_with_missing")
+    assert list(a.columns) == list(b.columns) and list(a.index) == list(b.index) == list(range(N))
+    a, b = a.to_numpy().reshape(N, 5, 3), b.to_numpy().reshape(N, 5, 3)  # (N, K, 3) x, y, likelihood
+    assert np.isfinite(b).all()
+    np.testing.assert_allclose(b[..., :2], a[..., :2], atol=1e-3, rtol=0)
+    np.testing.assert_allclose(b[..., 2], a[..., 2], atol=1e-4, rtol=0)
+    meta = json.loads((tmp_path / "ort" / f"{name}_meta.json").read_text())
+    assert (meta["engine"], meta["precision"], meta["frames"], meta["decoder"]) == ("onnxruntime", "fp32", N, "pyav")
+    assert json.loads((tmp_path / "torch" / f"{name}_meta.json").read_text())["engine"] == "torch"
+
+
+def test_engine_errors_through_the_cli(snapshot, videos, tmp_path):
+    fake = tmp_path / "m.onnx"
+    fake.write_bytes(b"not a model")
+    cases = [([str(fake), "--engine", "torch"], "--engine torch cannot run"),
+             ([str(snapshot), "--engine", "tensorrt"], "not an engine: use one of torch, onnxruntime"),
+             ([str(snapshot), "--engine", "onnxruntime", "--decoder", "dali"], "--decoder pyav"),
+             ([str(fake)], "could not be loaded by ONNX Runtime")]  # an .onnx: onnxruntime by default
+    for args, expect in cases:
+        res = CliRunner().invoke(app, ["analyze", *args[:1], str(videos["h264"]), *args[1:], "--out",
+                                       str(tmp_path / "o"), "--device", "cpu"])
+        assert isinstance(res.exception, UserError), (args, res.output)  # main() exits 2
+        assert expect in str(res.exception), (args, str(res.exception))
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
 
 
 def test_table_multi_person_layout(tmp_path):

@@ -237,7 +237,7 @@ def test_multi_person_outputs_assemble_as_predict(tmp_path):
 
     rng = np.random.default_rng(2)
     images = [rng.integers(0, 256, (61, 75, 3), dtype=np.uint8), rng.integers(0, 256, (48, 90, 3), dtype=np.uint8)]
-    joints, persons = predict_mod._onnx_batch(Runner(), images, cfg, None, True)
+    joints, persons = predict_mod.onnx_batch(Runner(), images, cfg, None, True)
     for image, got_joints, got in zip(images, joints, persons):
         heads, valid_hw, ratio = predict_mod._forward(model, cfg, [image], torch.device("cpu"))
         want = predict_mod._persons(heads, valid_hw, ratio, cfg, None)[0]
