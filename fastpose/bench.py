@@ -37,6 +37,7 @@ from fastpose.device import (
     grad_scaler,
     memory_format,
     pick_device,
+    resolve_compile,
     resolve_precision,
 )
 from fastpose.errors import UserError, out_file
@@ -310,8 +311,10 @@ def bench_step(cfg, device: torch.device, size: int, warmup: int, iters: int) ->
     # values, so the synthetic batch gets neutral ones instead of requiring a pairwise-stats file.
     k = cfg.num_joints
     stats = (torch.zeros(k, k, 2, device=device), torch.ones(k, k, 2, device=device)) if cfg.pairwise_predict else None
-    times = time_calls(lambda: train_step(model, optimizer, scaler, cfg, batch, stats), device, warmup, iters)
-    return {**rate(times, cfg.batch_size), "size": size, "net_type": cfg.net_type,
+    compiled = resolve_compile(cfg.compile, device)[0]
+    net = torch.compile(model) if compiled else model  # compiling happens in the warm-up calls (give it >= 1)
+    times = time_calls(lambda: train_step(net, optimizer, scaler, cfg, batch, stats), device, warmup, iters)
+    return {**rate(times, cfg.batch_size), "size": size, "net_type": cfg.net_type, "compiled": compiled,
             "precision": effective_precision(cfg.precision, device), "channels_last": layout == torch.channels_last}
 
 

@@ -174,7 +174,7 @@ class Config:
     # with AMX / AVX512-BF16 that a probe finds faster), else fp32 (fastpose.device.resolve_precision)
     precision: str = "auto"
     channels_last: bool | str = "auto"  # fastpose: true | false | auto (= true on CUDA and the CPU)
-    compile: bool = False  # fastpose: torch.compile the model
+    compile: bool | str = "auto"  # fastpose: true | false | auto (fastpose.device.resolve_compile)
     num_workers: int = 2  # fastpose: data loading worker processes
     num_threads: int = 2  # fastpose: DALI threads
     worker_timeout: float = 300.0  # fastpose: seconds a batch may take before the data workers count as stuck (0: none)
@@ -420,6 +420,8 @@ def validate(cfg: Config, where: str = "config") -> None:
     choice("precision", PRECISIONS)
     if isinstance(cfg.channels_last, str) and cfg.channels_last != "auto":
         raise bad("channels_last", "true, false or auto")
+    if isinstance(cfg.compile, str) and cfg.compile != "auto":
+        raise bad("compile", "true, false or auto")
     choice("device", DEVICES)
     for key in ("stride", "batch_size", "display_iters", "save_iters", "max_to_keep", "max_input_size"):
         if getattr(cfg, key) <= 0:

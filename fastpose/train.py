@@ -42,7 +42,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fastpose import checkpoint, dataset
 from fastpose.config import Config, symmetric_permutation
 from fastpose.decode import decode, valid_cells
-from fastpose.device import autocast, grad_scaler, pick_device, resolve_channels_last, resolve_precision
+from fastpose.device import (
+    autocast,
+    grad_scaler,
+    pick_device,
+    resolve_channels_last,
+    resolve_compile,
+    resolve_precision,
+)
 from fastpose.draw import draw_pose
 from fastpose.errors import UserError, out_folder
 from fastpose.kernels.losses import locref_loss, part_loss
@@ -265,8 +272,13 @@ def setup(cfg: Config, *, resume: bool, max_iters: int | None, quiet: bool) -> R
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda"
                                                         else None)
-    if cfg.compile:
+    compiled, why = resolve_compile(cfg.compile, device)
+    if compiled:
+        # A graph Inductor cannot compile (or a missing C++ compiler) runs eagerly with one warning, not a crash.
+        torch._dynamo.config.suppress_errors = True
         net = torch.compile(net)
+    if not quiet and compiled:
+        console.print(f"torch.compile: on ({why}); the first steps compile", highlight=False)
     pairwise_stats = None
     if cfg.pairwise_predict:
         pairwise_stats = tuple(torch.as_tensor(a, dtype=torch.float32, device=device) for a in stats_for(cfg))

@@ -100,3 +100,12 @@ def test_bf16_training_step_on_the_cpu_runs_in_bf16_and_keeps_float32_losses():
     assert losses["total"].dtype == torch.float32 and torch.isfinite(losses["total"])
     res = bench_step(cfg, torch.device("cpu"), 64, warmup=0, iters=1)
     assert res["precision"] == "bf16" and res["channels_last"] is True
+
+
+def test_compile_auto_stays_eager_and_only_auto_or_bools_are_allowed():
+    assert device.resolve_compile("auto", torch.device("cpu")) == (False, "auto: measured slower than eager on the CPU")
+    assert device.resolve_compile(True, torch.device("cpu")) == (True, "set in the config")
+    assert device.resolve_compile(False, torch.device("cpu"))[0] is False
+    assert config.load(None).compile == "auto" and config.load(None, compile=True).compile is True
+    with pytest.raises(UserError, match="compile = 'yes' is not allowed: true, false or auto"):
+        config.load(None, compile="yes")
