@@ -149,9 +149,10 @@ def resolve_channels_last(channels_last: bool | str, device: torch.device) -> bo
 
 def resolve_compile(compile: bool | str, device: torch.device) -> tuple[bool, str]:
     """(whether training wraps the model in torch.compile, why). auto: off. Measured on this project's CPU (2-core AMD
-    EPYC, ResNet-18 at 128 px, batch 8, bf16 + channels_last, `fastpose bench step --set compile=true`): about 45 s of
-    compiling, then 167 ms per step against 162 ms eager, so it never pays; on CUDA it has not been measured yet (a GPU session's `fastpose bench step --set
-    compile=true` decides), so auto leaves it off there too. true: compiled, falling back to eager for what fails."""
+    EPYC, ResNet-18 at 128 px, batch 8, bf16 + channels_last, `fastpose bench step --set compile=true`): about 45 s
+    of compiling, then 167 ms per step against 162 ms eager, so it never pays; on CUDA it has not been measured yet
+    (a GPU session's `fastpose bench step --set compile=true` decides), so auto leaves it off there too. true:
+    compiled, falling back to eager for what fails."""
     if compile == "auto":
         if device.type == "cpu":
             return False, "auto: measured slower than eager on the CPU"
