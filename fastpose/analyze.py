@@ -33,7 +33,7 @@ from fastpose.atomic import write_atomic
 from fastpose.checkpoint import config_from_snapshot, latest_snapshot, load_model, load_snapshot
 from fastpose.config import load
 from fastpose.decode import decode, to_sample
-from fastpose.device import autocast, effective_precision, pick_device
+from fastpose.device import autocast, effective_precision, memory_format, pick_device
 from fastpose.draw import draw_persons, draw_pose, person_colour
 from fastpose.errors import UserError, out_folder
 from fastpose.export import OnnxModel, onnx_for
@@ -219,6 +219,7 @@ def analyze_video(model, cfg, info: VideoInfo, base: Path, dev: torch.device, op
     tracker = Tracker(opts.max_gap, opts.track_by) if opts.multi_person else None
     counts = DecodeCounts()
     onnx = isinstance(model, OnnxModel)
+    layout = memory_format(cfg.channels_last, dev)  # the layout load_model put the network in
     decoder = opts.decoder if opts.decoder != "auto" else ("dali" if dev.type == "cuda" and not onnx else "pyav")
     if decoder == "dali" and dev.type != "cuda" and info.codec not in ("vp8", "vp9", "mjpeg"):
         raise UserError(f"--decoder dali on the CPU reads VP8, VP9 and MJPEG only, and {info.path} is {info.codec} "
@@ -245,7 +246,7 @@ def analyze_video(model, cfg, info: VideoInfo, base: Path, dev: torch.device, op
                 else:
                     try:
                         with torch.no_grad(), autocast(cfg.precision, dev):
-                            heads = model(batch.to(dev, non_blocking=True))
+                            heads = model(batch.to(dev, non_blocking=True).contiguous(memory_format=layout))
                     except torch.OutOfMemoryError:
                         raise UserError(f"Out of GPU memory analysing {info.path} (batch size {opts.batch_size}, "
                                         f"frames {info.width} x {info.height}). Pass a smaller --batch-size, or "

@@ -365,7 +365,8 @@ def bench_analyze(cfg, device: torch.device, video, warmup: int, iters: int, fra
     info = probe(video)
     last = min(info.frames, frames)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg).to(device).eval()
+    layout = memory_format(cfg.channels_last, device)
+    model = build_model(cfg).to(device, memory_format=layout).eval()  # as checkpoint.load_model does
     b = cfg.batch_size
     if device.type == "cuda":
         def decode_only():
@@ -377,7 +378,7 @@ def bench_analyze(cfg, device: torch.device, video, warmup: int, iters: int, fra
                 pass
     decode_s = time_calls(decode_only, device, warmup=1, iters=max(1, iters // 2))
     numbers, batch, valid_hw, ratio, _ = next(iter(analyze.cpu_batches(info, 0, b, cfg, b, DecodeCounts(), False)))
-    batch = batch.to(device)
+    batch = batch.to(device).contiguous(memory_format=layout)
 
     def forward():
         with torch.no_grad(), autocast(cfg.precision, device):
