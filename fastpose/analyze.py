@@ -28,19 +28,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fastpose import __version__
-from fastpose.assembly import assemble_persons, classifier_for
+from fastpose.assembly import classifier_for
 from fastpose.atomic import write_atomic
 from fastpose.checkpoint import config_from_snapshot, latest_snapshot, load_model, load_snapshot
 from fastpose.config import load
-from fastpose.decode import decode, to_sample
 from fastpose.device import autocast, effective_precision, memory_format, pick_device
 from fastpose.draw import draw_persons, draw_pose, person_colour
-from fastpose.errors import UserError, out_folder
+from fastpose.errors import USER_FIXABLE_ERRNOS, UserError, out_folder
 from fastpose.export import OnnxModel, onnx_for
-from fastpose.images import network_batch
-from fastpose.pipeline import ALIGN, eval_augment, sample_params
-from fastpose.predict import choose_engine, onnx_batch
-from fastpose.tracks import USER_FIXABLE_ERRNOS, Tracker, dlc_table, scorer_name, write_table
+from fastpose.images import eval_size, network_batch
+from fastpose.pipeline import ALIGN
+from fastpose.predict import all_persons, choose_engine, onnx_batch, single_joints
+from fastpose.tracks import Tracker, dlc_table, scorer_name, write_table
 from fastpose.train import distributed
 from fastpose.video import (
     DecodeCounts,
@@ -166,9 +165,8 @@ def analyze(target: str | Path, videos: list[str], *, checkpoint: str | Path | N
 
 def network_size(info: VideoInfo, cfg) -> tuple[int, int]:
     """(h, w) the frames are scaled to: the eval geometry of `fastpose.pipeline` (as `fastpose.images`)."""
-    p = sample_params(eval_augment(cfg), 0, 0, info.width, info.height,
-                      np.zeros((0, max(cfg.num_joints, 1), 3), np.float32))
-    return p.res_h, p.res_w
+    res_h, res_w = eval_size(torch.tensor(info.height), torch.tensor(info.width), cfg)
+    return int(res_h), int(res_w)
 
 
 def cpu_batches(info: VideoInfo, first: int, last: int, cfg, batch_size: int, counts: DecodeCounts,
@@ -252,11 +250,9 @@ def analyze_video(model, cfg, info: VideoInfo, base: Path, dev: torch.device, op
                                         f"frames {info.width} x {info.height}). Pass a smaller --batch-size, or "
                                         f"--device cpu.") from None
                     if tracker is None:
-                        joints = to_sample(decode(heads["part"], heads["locref"], cfg.stride, cfg.locref_stdev,
-                                                  valid_hw.to(dev)), ratio).double().cpu().numpy()  # (B, K, 3)
+                        joints = single_joints(heads, valid_hw, ratio, cfg)  # (B, K, 3)
                     else:
-                        persons = [assemble_persons(heads, b, valid_hw[b], ratio[b], None, float(ratio[b].mean()),
-                                                    cfg, assembly) for b in range(len(rows))]  # (P, K, 3) each
+                        persons = all_persons(heads, valid_hw, ratio, cfg, assembly)  # (P, K, 3) each
                 if tracker is None:
                     single[rows] = joints
                 else:

@@ -9,7 +9,6 @@ folder and renamed into place, so a crash mid-save never leaves a truncated file
 from __future__ import annotations
 
 import dataclasses
-import errno
 import os
 import random
 import re
@@ -22,7 +21,7 @@ import torch
 from fastpose import __version__
 from fastpose.config import FIELDS, Config, load, validate
 from fastpose.device import memory_format
-from fastpose.errors import UserError, cause
+from fastpose.errors import USER_FIXABLE_ERRNOS, UserError, cause
 from fastpose.model import PoseNet, build_model
 
 # Wrappers that prefix parameter names: DistributedDataParallel ('module.') and torch.compile ('_orig_mod.').
@@ -85,9 +84,6 @@ def latest_snapshot(out_dir: str | Path, prefix: str = "snapshot") -> Path | Non
     found = list_snapshots(out_dir, prefix)
     return found[-1][1] if found else None
 
-
-# Write failures the user fixes: disk full, quota, out_dir made read-only or removed while training.
-USER_FIXABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENOENT)
 
 
 def save_snapshot(out_dir: str | Path, iteration: int, *, model: torch.nn.Module, optimizer, cfg,

@@ -7,8 +7,12 @@ must go, a folder given as an output file, no write permission) into such a mess
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+
+# Write failures the user fixes: disk full, quota, the output folder made read-only or removed while writing.
+USER_FIXABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENOENT)
 
 
 class UserError(Exception):

@@ -57,14 +57,14 @@ def _forward(model, cfg, images: list[np.ndarray], device: torch.device):
     return heads, valid_hw, ratio
 
 
-def _single(heads: dict, valid_hw: torch.Tensor, ratio: torch.Tensor, cfg) -> np.ndarray:
+def single_joints(heads: dict, valid_hw: torch.Tensor, ratio: torch.Tensor, cfg) -> np.ndarray:
     """(B, K, 3) x, y, score in image pixels: the best cell per joint (single-person decoding)."""
     joints = decode(heads["part"], heads["locref"], cfg.stride, cfg.locref_stdev,
                     valid_hw.to(heads["part"].device)).cpu()
     return to_sample(joints, ratio).double().numpy()
 
 
-def _persons(heads: dict, valid_hw: torch.Tensor, ratio: torch.Tensor, cfg, assembly: dict | None) -> list:
+def all_persons(heads: dict, valid_hw: torch.Tensor, ratio: torch.Tensor, cfg, assembly: dict | None) -> list:
     """Per image, every person (multi-person assembly): (P_i, K, 3) x, y, score in image pixels, score 0 for a joint
     the person lacks. `assembly` is the fitted edge classifier (fastpose fit-assembly) or None for its defaults."""
     return [assemble_persons(heads, b, valid_hw[b], ratio[b], None, float(ratio[b].mean()), cfg, assembly)
@@ -84,7 +84,7 @@ def onnx_batch(runner: OnnxModel, images: list[np.ndarray], cfg, assembly: dict 
         joints.append(out["joints"].astype(np.float64))  # (n, K, 3)
         if multi_person:
             heads = {k: torch.from_numpy(out[k]) if k in out else None for k in ("part", "locref", "pairwise")}
-            persons += _persons(heads, torch.from_numpy(out["valid_hw"]), torch.from_numpy(out["ratio"]), cfg,
+            persons += all_persons(heads, torch.from_numpy(out["valid_hw"]), torch.from_numpy(out["ratio"]), cfg,
                                 assembly)
         start = end
     return np.concatenate(joints), persons if multi_person else [None] * len(images)
@@ -93,7 +93,7 @@ def onnx_batch(runner: OnnxModel, images: list[np.ndarray], cfg, assembly: dict 
 @torch.no_grad()
 def predict_images(model, cfg, images: list[np.ndarray], device: torch.device) -> np.ndarray:
     """Joints of a list of (H, W, 3) uint8 RGB images: (N, K, 3) x, y, score in each image's own pixels."""
-    return _single(*_forward(model, cfg, images, device), cfg)
+    return single_joints(*_forward(model, cfg, images, device), cfg)
 
 
 def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, batch_size: int = 8,
@@ -167,8 +167,8 @@ def predict(checkpoint: str | Path, inputs: list[str], out_dir: str | Path, *, b
                                 f"(batch size {batch_size}; the largest image is {max(i.shape[1] for i in images)} x "
                                 f"{max(i.shape[0] for i in images)} before scaling). Pass a smaller --batch-size, or "
                                 f"--device cpu.") from None
-            joints = _single(heads, valid_hw, ratio, cfg)  # (B, K, 3)
-            persons = _persons(heads, valid_hw, ratio, cfg, assembly) if multi_person else [None] * len(chunk)
+            joints = single_joints(heads, valid_hw, ratio, cfg)  # (B, K, 3)
+            persons = all_persons(heads, valid_hw, ratio, cfg, assembly) if multi_person else [None] * len(chunk)
         for path, stem, image, pose, people in zip(chunk, chunk_stems, images, joints, persons):
             doc = {"image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
                    "frame": "image pixels, 0-based, pixel centres at integer coordinates",

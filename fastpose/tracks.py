@@ -17,22 +17,20 @@ was heading, not to where the other one was.
 
 from __future__ import annotations
 
-import errno
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
+from fastpose import metrics
 from fastpose.atomic import write_atomic
-from fastpose.errors import UserError
+from fastpose.errors import USER_FIXABLE_ERRNOS, UserError
 
 H5_KEY = "df_with_missing"
 # The value pandas 0.15.2 - 3.0 write; pandas <= 3.0 reads a table without it as a pre-0.10.1 file and fails.
 PANDAS_VERSION_ATTR = "0.15.2"
 OKS_KAPPA = 0.1  # per-joint OKS constant (COCO's sigmas are 0.025-0.107; kappa = 2 sigma for a mid-sized joint)
-# Writing errors a user fixes (disk full, quota, read-only or vanished folder).
-USER_FIXABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENOENT)
 
 
 def scorer_name(net_type: str, iteration: int) -> str:
@@ -101,8 +99,9 @@ def oks(a: np.ndarray, b: np.ndarray, kappa: float = OKS_KAPPA) -> float:
     if not both.any():
         return 0.0
     area = max(float(np.prod(np.diff(_box(p, _visible(p)).reshape(2, 2), axis=0))) for p in (a, b))
-    d2 = ((a[both, :2] - b[both, :2]) ** 2).sum(axis=1)  # (J,)
-    return float(np.exp(-d2 / (2 * area * kappa**2)).mean())
+    # metrics.oks's formula (pycocotools' computeOks) with kappa = 2 sigma, over the joints both poses have
+    sigmas = np.full(len(a), kappa / 2)
+    return float(metrics.oks(b[None, :, :2], a[None, :, :2], both[None], [area], sigmas)[0, 0])
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
