@@ -240,8 +240,8 @@ def test_multi_person_outputs_assemble_as_predict(tmp_path):
     joints, persons = predict_mod.onnx_batch(Runner(), images, cfg, None, True)
     for image, got_joints, got in zip(images, joints, persons):
         heads, valid_hw, ratio = predict_mod._forward(model, cfg, [image], torch.device("cpu"))
-        want = predict_mod._persons(heads, valid_hw, ratio, cfg, None)[0]
-        _check_joints(got_joints[None], predict_mod._single(heads, valid_hw, ratio, cfg))
+        want = predict_mod.all_persons(heads, valid_hw, ratio, cfg, None)[0]
+        _check_joints(got_joints[None], predict_mod.single_joints(heads, valid_hw, ratio, cfg))
         assert got.shape == want.shape and len(want) > 0
         _check_joints(got, want)
 
