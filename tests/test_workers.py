@@ -317,13 +317,20 @@ def test_a_dead_convert_worker_is_reported(data, tmp_path):
 # The commands, killed with SIGKILL: nothing of the run survives.
 
 
-@pytest.mark.slow
-def test_train_killed_after_its_first_snapshot_leaves_no_worker(data, tmp_path):
+def train_until_first_snapshot(data, tmp_path):
+    """`fastpose train` started in a subprocess, its workers recording their pids, once snapshot-2 exists:
+    (the process, the pid folder)."""
     cfg = tmp_path / "run.yaml"
     cfg.write_text(CFG.format(data=data / "shards", out=tmp_path / "run"))
     pids = tmp_path / "pids"
     proc = start([sys.executable, "-m", "fastpose", "train", str(cfg)], pids)
     wait_for(lambda: (tmp_path / "run" / "snapshot-2.pt").exists(), 240, "the first snapshot", proc)
+    return proc, pids
+
+
+@pytest.mark.slow
+def test_train_killed_after_its_first_snapshot_leaves_no_worker(data, tmp_path):
+    proc, pids = train_until_first_snapshot(data, tmp_path)
     workers = recorded(pids)
     assert len(workers) == 2 and {parent for _, parent in workers.values()} == {proc.pid}
     os.kill(proc.pid, signal.SIGKILL)  # the trainer alone, not its process group
@@ -333,11 +340,7 @@ def test_train_killed_after_its_first_snapshot_leaves_no_worker(data, tmp_path):
 
 @pytest.mark.slow
 def test_a_worker_killed_during_training_stops_it_with_the_message(data, tmp_path):
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(CFG.format(data=data / "shards", out=tmp_path / "run"))
-    pids = tmp_path / "pids"
-    proc = start([sys.executable, "-m", "fastpose", "train", str(cfg)], pids)
-    wait_for(lambda: (tmp_path / "run" / "snapshot-2.pt").exists(), 240, "the first snapshot", proc)
+    proc, pids = train_until_first_snapshot(data, tmp_path)
     workers = sorted(recorded(pids))
     os.kill(workers[0], signal.SIGKILL)
     _, err = proc.communicate(timeout=60)  # a hang fails here (the bound after a death: 2 s + 5 s of grace)
