@@ -125,14 +125,20 @@ def cpu_bf16() -> tuple[bool, str]:
     return False, what + ": bf16 not faster here"
 
 
+@functools.cache
+def _cuda_precision(device: torch.device) -> tuple[str, str]:
+    """auto's choice on a GPU, asked of the driver once per device (autocast() resolves it at every step)."""
+    if torch.cuda.is_bf16_supported():
+        return "bf16", f"{torch.cuda.get_device_name(device)} supports bf16"
+    return "fp32", f"{torch.cuda.get_device_name(device)} has no bf16"
+
+
 def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
     """(fp32 | bf16 | fp16, why) that `precision` (auto | fp32 | bf16 | fp16) means on `device`."""
     if precision != "auto":
         return precision, "set in the config"
     if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return "bf16", f"{torch.cuda.get_device_name(device)} supports bf16"
-        return "fp32", f"{torch.cuda.get_device_name(device)} has no bf16"
+        return _cuda_precision(device)
     if device.type == "cpu":
         fast, why = cpu_bf16()
         return ("bf16" if fast else "fp32"), why
