@@ -14,6 +14,9 @@ them in image pixels too but never rescaled them (it trained pairwise at scale 1
 File: `.npz` or `.mat` (chosen by the suffix of cfg.pairwise_stats_fn), written atomically, holding mean (K, K, 2),
 std (K, K, 2), count (K, K) persons per pair, and the split it came from. A pair never seen together gets mean 0 and
 std 1 (with a warning), and so does the std of a pair whose offsets never vary (one person).
+
+The reference's own `pairwise_stats.mat` (e.g. the released COCO statistics, layout in `reference_stats`) is read
+directly wherever fastpose reads its statistics (`load_stats`, `stats_for`).
 """
 
 from __future__ import annotations
@@ -104,8 +107,36 @@ def save_stats(path: str | Path, mean: np.ndarray, std: np.ndarray, count: np.nd
     return write_atomic(path, save)
 
 
+# The reference's pairwise_stats.mat (pose-tensorflow's pairwise_stats.py `save_stats`, read by its
+# dataset/pose_dataset.py `load_pairwise_stats`, and DeepLabCut 2.x's copies of both): `graph` (N, 2) 0-based
+# [start, end] joint ids, one row per ordered pair s != e in the order s = 0..K-1, e = 0..K-1; `means` and
+# `std_devs` (N, 2) the x, y mean and numpy (ddof 0) std of joint_e - joint_s in image pixels at scale 1, as
+# fastpose computes them. The released COCO statistics (`pairwise_coco.tar.gz`) are such a file.
+REFERENCE_KEYS = {"graph", "means", "std_devs"}
+
+
+def reference_stats(data: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean (K, K, 2), std (K, K, 2), count (K, K)) from the reference's `graph` / `means` / `std_devs` arrays;
+    count is 1 for a pair the file lists (it keeps no counts) and 0 otherwise. K = the largest joint id + 1."""
+    graph = np.asarray(data["graph"])
+    means, stds = np.asarray(data["means"], np.float64), np.asarray(data["std_devs"], np.float64)
+    n = len(graph)
+    if (graph.ndim != 2 or graph.shape[1] != 2 or n == 0 or means.shape != (n, 2) or stds.shape != (n, 2)
+            or not np.issubdtype(graph.dtype, np.number) or not np.all(graph == np.round(graph)) or graph.min() < 0):
+        raise ValueError(f"its graph / means / std_devs must be (N, 2) with 0-based joint ids, got {graph.shape}, "
+                         f"{means.shape}, {stds.shape}")
+    s, e = graph[:, 0].astype(np.int64), graph[:, 1].astype(np.int64)
+    if np.any(s == e):
+        raise ValueError(f"graph row {int(np.flatnonzero(s == e)[0])} pairs a joint with itself")
+    k = int(graph.max()) + 1
+    mean, std, count = np.zeros((k, k, 2)), np.ones((k, k, 2)), np.zeros((k, k), np.int64)
+    mean[s, e], std[s, e], count[s, e] = means, stds, 1
+    return mean, std, count
+
+
 def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(mean (K, K, 2), std (K, K, 2)) float64 from a file written by `save_stats`; warns about unseen pairs."""
+    """(mean (K, K, 2), std (K, K, 2)) float64 from a file written by `save_stats` or the reference's
+    pairwise_stats.mat (`reference_stats`); warns about unseen pairs."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"The pairwise statistics file {path} does not exist. Compute it with `fastpose "
@@ -117,7 +148,10 @@ def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
                 data = {k: z[k] for k in z.files}
         else:
             data = scipy.io.loadmat(path)
-        mean, std, count = (np.asarray(data[k]) for k in ("mean", "std", "count"))
+        if REFERENCE_KEYS <= set(data):
+            mean, std, count = reference_stats(data)
+        else:
+            mean, std, count = (np.asarray(data[k]) for k in ("mean", "std", "count"))
     except (OSError, ValueError, KeyError) as e:
         raise UserError(f"{path} is not a pairwise statistics file written by `fastpose pairwise-stats` ({e}). "
                         f"Compute it again with `fastpose pairwise-stats CONFIG`.") from None
@@ -176,5 +210,5 @@ def sample_stats(mean, std, scale: torch.Tensor, flipped: torch.Tensor | None = 
     return (m_b * s).contiguous(), (sd_b * s).contiguous()
 
 
-__all__ = ["compute_stats", "stats_for", "stats_from_shards", "save_stats", "load_stats", "write_stats",
-           "sample_stats"]
+__all__ = ["compute_stats", "stats_for", "stats_from_shards", "save_stats", "load_stats", "reference_stats",
+           "write_stats", "sample_stats"]

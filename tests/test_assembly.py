@@ -10,12 +10,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import scipy.io
 from oracles import multicut as oracle
 
 from fastpose import assembly
 from fastpose.baselines import gaec
 from fastpose.errors import UserError
 from fastpose.kernels.pairwise import pair_id
+from fastpose.pairwise import load_stats, stats_for
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mmpose"
 SETS = {"coco": "coco/test_coco.json", "ochuman": "ochuman/test_ochuman.json",
@@ -347,3 +349,42 @@ def test_dense_and_hashed_gaec_agree():
             for dense_max in (0, 512):
                 refined = oracle.objective(_multicut.solve(n, e, c, "kl", 10, dense_max), edges, costs)
                 assert refined <= greedy + 1e-9, (n, density, dense_max)
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data folder {DATA} is absent")
+def test_reference_pairwise_stats_mat_gives_the_same_numbers(tmp_path):
+    # The reference's pairwise_stats.mat, built as its pairwise_stats.py writes it: per person every ordered pair
+    # (s, e) of labelled joints collects [x_e - x_s, y_e - y_s] (dataset/pose_dataset.py collect_pairwise_stats);
+    # per pair np.mean / np.std; `save_stats` appends rows in the order s = 0..K-1, e = 0..K-1 (s != e) to the lists
+    # graph ([s, e], 0-based), means and std_devs and calls scipy.io.savemat (eldar/pose-tensorflow
+    # pairwise_stats.py; its load_pairwise_stats reads graph[i] as the pair's key).
+    images, k = read_people("coco")
+    offsets = collections.defaultdict(list)
+    for person in np.concatenate(images):
+        labelled = [j for j in range(k) if person[j, 2] > 0]
+        for s in labelled:
+            for e in labelled:
+                if s != e:
+                    offsets[(s, e)].append([person[e, 0] - person[s, 0], person[e, 1] - person[s, 1]])
+    pairs = [(s, e) for s in range(k) for e in range(k) if (s, e) in offsets]
+    assert len(pairs) == k * (k - 1)  # every pair is seen in these 12 people, as the reference's save_stats needs
+    ref = tmp_path / "pairwise_stats.mat"
+    scipy.io.savemat(ref, {"graph": [list(p) for p in pairs],
+                           "means": [np.mean(offsets[p], axis=0) for p in pairs],
+                           "std_devs": [np.std(offsets[p], axis=0) for p in pairs]})
+    mean, std = load_stats(ref)
+    expected_mean, expected_std = stats_of(images, k)
+    np.testing.assert_allclose(mean, expected_mean, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(std, expected_std, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(mean[3, 16], np.mean(offsets[(3, 16)], axis=0))  # row (3, 16) landed at [3, 16]
+    # The assembly reads the file through the config (stats_for) and recovers every person of every image.
+    cfg = make_cfg(pairwise_stats_fn=str(ref), num_joints=k)
+    mean, std = stats_for(cfg)
+    outs = [gt_maps(p, mean, std, cfg) for p in images]
+    model = assembly.fit_from_outputs(outs, cfg, mean, std)
+    for pt, lr, pw, gt, sc in outs:
+        assert joint_sets(assembly.assemble(pt, lr, pw, cfg, model, scale=sc)) == truth_sets(gt)
+    # A damaged reference file is one paragraph.
+    scipy.io.savemat(ref, {"graph": [[0, 0]], "means": [[1.0, 2.0]], "std_devs": [[1.0, 1.0]]})
+    with pytest.raises(UserError, match="pairs a joint with itself"):
+        load_stats(ref)
