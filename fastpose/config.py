@@ -37,6 +37,8 @@ DATASET_TYPES = ("default", "mpii", "coco")
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+BACKBONE_LAYOUTS = ("auto", "torchvision", "slim")
+SLIM_NET_TYPES = ("resnet_50", "resnet_101", "resnet_152")  # TF-slim's resnet_v1 has bottleneck units only
 
 # DeeperCut's 14 MPII joints (MPII ids [0,1,2,3,4,5,10,11,12,13,14,15,8,9] become 0..13) and their symmetric groups.
 MPII_JOINT_NAMES = [
@@ -79,8 +81,46 @@ NO_EFFECT = {
     "video_batch": "video input is not supported",
 }
 
+# The augmentation ranges ([] or [lo, hi]) and the bounds of each value; their probabilities.
+AUGMENT_RANGES = (("rotation_range", -180.0, 180.0), ("brightness_range", 0.0, 10.0), ("contrast_range", 0.0, 10.0),
+                  ("saturation_range", 0.0, 10.0), ("hue_range", -180.0, 180.0), ("gaussian_blur_range", 0.05, 20.0),
+                  ("motion_blur_range", 1.0, 64.0), ("motion_blur_angle_range", -360.0, 360.0),
+                  ("gaussian_noise_range", 0.0, 255.0))
+AUGMENT_PROBABILITIES = ("rotation_p", "color_p", "gaussian_blur_p", "motion_blur_p", "gaussian_noise_p")
+
 # Keys whose values are file system paths, resolved against the config file's folder.
 PATH_KEYS = ("dataset", "init_weights", "out_dir", "pairwise_stats_fn", "pairwise_model_dir")
+
+# The one exception to rejecting unknown keys: a DeepLabCut 2.x pose_cfg.yaml (dlc-models/iteration-*/<shuffle>/
+# train/pose_cfg.yaml). DeepLabCut writes its template plus `project_path` (2.3's create_training_dataset) into every
+# training pose_cfg.yaml and its own code reads the keys below; fastpose has no use for them. Key -> why it is ignored.
+DLC_AUGMENTATION = "DeepLabCut's imgaug/tensorpack augmentation; fastpose has scale_jitter_lo/up, mirror, crop_size"
+DLC_SCALECROP = "DeepLabCut's scalecrop cropping; fastpose has crop_size"
+DLC_BOOKKEEPING = "DeepLabCut project bookkeeping"
+DLC_MULTI_ANIMAL = "multi-animal DeepLabCut: part affinity fields, identity channels, DLCRNet; not supported"
+DLC_OTHER_NETS = "options of DeepLabCut's MobileNet/EfficientNet/DLCRNet networks, not supported"
+DLC_COSINE = "DeepLabCut's cosine schedule of EfficientNets; fastpose has multi_step"
+DLC_LOADER = "DeepLabCut's data loader"
+DLC_KEYS = {
+    **dict.fromkeys(("project_path", "metadataset", "snapshotindex", "num_outputs", "pseudo_label",
+                     "pseudo_threshold", "superanimal", "resume_weights_only", "freezeencoder"), DLC_BOOKKEEPING),
+    **dict.fromkeys(("apply_prob", "pre_resize", "max_shift", "crop_sampling", "cropratio", "rotation", "rotratio",
+                     "rotateratio", "contrast", "convolution", "scaleratio", "fliplr", "symmetric_pairs",
+                     "elastic_transform", "covering", "motion_blur", "motion_blur_params", "hist_eq", "grayscale",
+                     "gaussian_noise", "crop_by", "traintime_resize", "blur_max_window_size", "blurratio",
+                     "brightness_dif", "brightnessratio", "contrast_factor_lo", "contrast_factor_up",
+                     "contrastratio", "noise_sigma", "noiseratio", "saturation_max_dif", "saturationratio",
+                     "processratio", "to_clip", "is_rgb"), DLC_AUGMENTATION),
+    **dict.fromkeys(("minsize", "leftwidth", "rightwidth", "topheight", "bottomheight"), DLC_SCALECROP),
+    **dict.fromkeys(("multi_stage", "partaffinityfield_predict", "partaffinityfield_graph", "pafwidth", "paf_best",
+                     "num_limbs", "num_idchannel", "bank3", "bank5", "smfactor", "sigma", "nmsradius", "minconfidence",
+                     "locref_smooth", "scmap_type"), DLC_MULTI_ANIMAL),
+    **dict.fromkeys(("use_batch_norm", "use_drop_out"), DLC_OTHER_NETS),
+    **dict.fromkeys(("lr_init", "decay_steps", "alpha_r"), DLC_COSINE),
+    "num_prefetch": DLC_LOADER,
+}
+# DeepLabCut's own dataset_type values (its data loaders); they mean fastpose's `default` (the project's joint set).
+DLC_DATASET_TYPES = ("imgaug", "scalecrop", "tensorpack", "deterministic", "default", "multi-animal-imgaug")
 
 
 @dataclass
@@ -113,6 +153,22 @@ class Config:
     crop_size: list[int] = field(default_factory=list)  # fastpose: [w, h] random crop that keeps the person
     mean_pixel: list[float] = field(default_factory=lambda: [123.68, 116.779, 103.939])
     shuffle: bool = True
+    # fastpose, training only, all off by default (the reference's configs train exactly as before). A range is [] (off)
+    # or [lo, hi], drawn uniformly per sample from (seed, epoch, sample); `_p` is the chance a sample gets that op.
+    rotation_range: list[float] = field(default_factory=list)  # degrees, counter-clockwise, about the image centre
+    rotation_p: float = 0.5
+    brightness_range: list[float] = field(default_factory=list)  # factor, 1 = unchanged (DALI color_twist)
+    contrast_range: list[float] = field(default_factory=list)  # factor around grey 128, 1 = unchanged
+    saturation_range: list[float] = field(default_factory=list)  # factor, 0 = grey, 1 = unchanged
+    hue_range: list[float] = field(default_factory=list)  # degrees of hue rotation (YIQ), 0 = unchanged
+    color_p: float = 0.5  # one coin for the four colour ranges above
+    gaussian_blur_range: list[float] = field(default_factory=list)  # sigma, network-input pixels
+    gaussian_blur_p: float = 0.5
+    motion_blur_range: list[float] = field(default_factory=list)  # line kernel length, network-input pixels (>= 1)
+    motion_blur_angle_range: list[float] = field(default_factory=lambda: [0.0, 180.0])  # the line's direction, degrees
+    motion_blur_p: float = 0.5
+    gaussian_noise_range: list[float] = field(default_factory=list)  # standard deviation, grey levels (0-255)
+    gaussian_noise_p: float = 0.5
 
     # --- targets ---
     stride: int = 8
@@ -132,6 +188,11 @@ class Config:
     intermediate_supervision: bool = False
     intermediate_supervision_layer: int = 12
     freeze_bn: bool = True  # fastpose: batch-norm statistics frozen as in the reference
+    # fastpose: multiplies the stages' base depths 64, 128, 256, 512 (the root conv stays 64 channels): thin, fast nets
+    backbone_width: float = 1.0
+    # fastpose: auto | torchvision | slim. slim = TF-slim resnet_v1 (the reference's own network and weights); auto =
+    # slim when init_weights is a TensorFlow checkpoint, else torchvision. Training saves the resolved value.
+    backbone_layout: str = "auto"
 
     # --- multi-person ---
     sparse_graph: list[list[int]] = field(default_factory=list)
@@ -335,6 +396,9 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None, **v
             raise UserError(f"{path} is not a text file (not UTF-8). Pass the YAML config file.") from None
         if not isinstance(raw, dict):
             raise UserError(f"{path}: the top level must be a mapping of key: value, got {type(raw).__name__}.")
+        if is_dlc_pose_cfg(raw, path):
+            raw, note = from_dlc(raw, path)
+            sys.stderr.write(note + "\n")
     _check_keys(raw, where)
     explicit = dict(raw)
     for text in overrides or []:
@@ -355,20 +419,29 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None, **v
                 setattr(cfg, key, str(base / value))
     _apply_dataset_type(cfg, set(explicit), where)
     validate(cfg, where)
-    # A joint midway between four cell centres is stride / sqrt(2) from each: with a smaller radius (in network
-    # pixels) some joints get no positive cell at all and cannot be learnt, while the loss still falls (all negative).
-    radius = cfg.pos_dist_thresh * cfg.global_scale * cfg.scale_jitter_lo
-    if radius < cfg.stride / math.sqrt(2):
+    lowest = min_pos_dist_thresh(cfg.stride, cfg.global_scale, cfg.scale_jitter_lo)
+    if cfg.pos_dist_thresh < lowest:
+        radius = cfg.pos_dist_thresh * cfg.global_scale * cfg.scale_jitter_lo
         sys.stderr.write(
             f"note: {where}: pos_dist_thresh x global_scale x scale_jitter_lo = {radius:.2f} px is below "
             f"stride / sqrt(2) = {cfg.stride / math.sqrt(2):.2f} px, so some joints get no positive score-map cell "
             f"and cannot be learnt. pos_dist_thresh is in dataset pixels: raise it to at least "
-            f"{math.ceil(cfg.stride / math.sqrt(2) / (cfg.global_scale * cfg.scale_jitter_lo))}.\n")
+            f"{math.ceil(lowest)}.\n")
     for key in explicit:
         if key in NO_EFFECT and getattr(cfg, key) != _default(key):
             sys.stderr.write(f"note: {where}: {key} = {getattr(cfg, key)!r} has no effect in fastpose "
                              f"({NO_EFFECT[key]}).\n")
     return cfg
+
+
+def min_pos_dist_thresh(stride: float, global_scale: float, scale_jitter_lo: float) -> float:
+    """The smallest pos_dist_thresh (dataset pixels) that gives every joint a positive score-map cell.
+
+    A joint midway between four cell centres is stride / sqrt(2) network pixels from each: with a smaller radius some
+    joints get no positive cell at all and cannot be learnt, while the loss still falls (all negative). The radius in
+    network pixels is pos_dist_thresh x the sample's scale, smallest at global_scale x scale_jitter_lo.
+    """
+    return stride / math.sqrt(2) / (global_scale * scale_jitter_lo)
 
 
 def _check_keys(raw: dict, where: str) -> None:
@@ -378,6 +451,71 @@ def _check_keys(raw: dict, where: str) -> None:
             fix = f"Did you mean '{hint}'?" if hint else "See `fastpose config show` for every valid key."
             raise UserError(f"{where}: unknown key '{key}'. {fix} (fastpose rejects unknown keys instead of "
                             f"silently ignoring them, so a typo cannot change your training.)")
+
+
+def dlc_project(path: Path, raw: dict) -> Path | None:
+    """The DeepLabCut project folder of a pose_cfg.yaml: the parent of the `dlc-models*` folder above it (the project
+    may have moved since training), else its `project_path`; None when neither is known."""
+    for parent in path.resolve().parents:
+        if parent.name.startswith("dlc-models"):
+            return parent.parent
+    value = raw.get("project_path")
+    return Path(value) if isinstance(value, str) and value else None
+
+
+def is_dlc_pose_cfg(raw: dict, path: Path) -> bool:
+    """Whether a config file is DeepLabCut 2.x's: it has `project_path` (DeepLabCut writes it into every training
+    pose_cfg.yaml; the reference never had it) or lies in a project's dlc-models* folder."""
+    return "project_path" in raw or any(p.name.startswith("dlc-models") for p in path.resolve().parents)
+
+
+def from_dlc(raw: dict, path: Path) -> tuple[dict, str]:
+    """(fastpose's keys of a DeepLabCut 2.x pose_cfg.yaml, a one-paragraph note of what is used and ignored).
+
+    DeepLabCut-only keys (DLC_KEYS) are dropped, its dataset_type (imgaug, ...) becomes default, a relative `dataset`
+    is resolved against the project folder (DeepLabCut's convention) and joint_names come from all_joints_names (one
+    name per joint in DeepLabCut, whose all_joints are singletons). A key neither fastpose nor DeepLabCut 2.x knows is
+    still an error, and so is a network fastpose cannot build."""
+    where = str(path)
+    for key in raw:
+        if key not in FIELDS and key not in DLC_KEYS:
+            hint = closest_key(str(key), [*FIELDS, *DLC_KEYS])
+            fix = f"Did you mean '{hint}'?" if hint else "Remove it."
+            raise UserError(f"{where}: unknown key '{key}': neither a fastpose key nor one DeepLabCut 2.x writes into "
+                            f"pose_cfg.yaml. {fix} (fastpose rejects unknown keys, so a typo cannot change training.)")
+    net = raw.get("net_type")
+    if isinstance(net, str) and net not in NET_DEPTHS:
+        raise UserError(f"{where}: net_type {net} is a DeepLabCut network fastpose does not support: fastpose builds "
+                        f"the ResNets (resnet_50, resnet_101, resnet_152 for DeepLabCut's TensorFlow weights), not "
+                        f"MobileNet, EfficientNet or DLCRNet models. Train a ResNet shuffle of the project "
+                        f"(deeplabcut.create_training_dataset(config, net_type='resnet_50')) or use DeepLabCut for "
+                        f"this one.")
+    out = {k: v for k, v in raw.items() if k in FIELDS}
+    ignored: dict[str, list[str]] = {}
+    if out.get("dataset_type") in DLC_DATASET_TYPES and out["dataset_type"] != "default":
+        ignored[DLC_LOADER + "; fastpose's dataset_type is default"] = [f"dataset_type {out['dataset_type']}"]
+        out["dataset_type"] = "default"
+    for key in raw:
+        if key in DLC_KEYS:
+            ignored.setdefault(DLC_KEYS[key], []).append(key)
+    extras = []
+    project = dlc_project(path, raw)
+    dataset = out.get("dataset")
+    if isinstance(dataset, str) and dataset and not Path(dataset).is_absolute() and project is not None:
+        out["dataset"] = str(project / dataset)
+        extras.append(f"dataset relative to the project folder {project}")
+    names, groups = out.get("all_joints_names"), out.get("all_joints")
+    if ("joint_names" not in out and isinstance(names, list) and isinstance(groups, list) and len(names) == len(groups)
+            and all(isinstance(g, list) and len(g) == 1 and isinstance(g[0], int) for g in groups)):
+        by_joint = {g[0]: n for g, n in zip(groups, names)}
+        if sorted(by_joint) == list(range(len(groups))):
+            out["joint_names"] = [by_joint[j] for j in range(len(groups))]
+            extras.append("joint names from all_joints_names")
+    used = sorted(k for k in raw if k in FIELDS and k not in NO_EFFECT and k != "dataset_type")
+    note = (f"note: {where} is a DeepLabCut 2.x pose_cfg.yaml. fastpose uses {', '.join(used) or 'none of its keys'}"
+            + (f" ({'; '.join(extras)})" if extras else "") + "; it ignores "
+            + ("; ".join(f"{', '.join(keys)} ({why})" for why, keys in ignored.items()) or "nothing") + ".")
+    return out, note
 
 
 def _apply_dataset_type(cfg: Config, explicit: set[str], where: str) -> None:
@@ -423,6 +561,15 @@ def validate(cfg: Config, where: str = "config") -> None:
     if isinstance(cfg.compile, str) and cfg.compile != "auto":
         raise bad("compile", "true, false or auto")
     choice("device", DEVICES)
+    choice("backbone_layout", BACKBONE_LAYOUTS)
+    if cfg.backbone_layout == "slim" and cfg.net_type not in SLIM_NET_TYPES:
+        raise bad("backbone_layout", f"the slim layout (TF-slim resnet_v1) has bottleneck units only, so net_type "
+                  f"must be one of {', '.join(SLIM_NET_TYPES)} (it is {cfg.net_type}); or use backbone_layout: "
+                  f"torchvision")
+    # Every stage keeps at least one channel: round(64 * width) >= 1.
+    if not (math.isfinite(cfg.backbone_width) and 1 / 64 <= cfg.backbone_width <= 16):
+        raise bad("backbone_width", "it must be a number from 1/64 (one channel in the first stage) to 16; 1 is the "
+                  "standard ResNet, 0.0625 a sixteenth of its channels")
     for key in ("stride", "batch_size", "display_iters", "save_iters", "max_to_keep", "max_input_size"):
         if getattr(cfg, key) <= 0:
             raise bad(key, "it must be a positive integer")
@@ -442,6 +589,16 @@ def validate(cfg: Config, where: str = "config") -> None:
                         f"{cfg.scale_jitter_up}; the scale is drawn from U(lo, up), so lo must be <= up.")
     if len(cfg.mean_pixel) != 3:
         raise bad("mean_pixel", "it must be three numbers (R, G, B)")
+    for key, lo, hi in AUGMENT_RANGES:
+        value = getattr(cfg, key)
+        if value and not (len(value) == 2 and all(math.isfinite(v) and lo <= v <= hi for v in value)
+                          and value[0] <= value[1]):
+            raise bad(key, f"it must be [] (off) or [lo, hi] with {lo:g} <= lo <= hi <= {hi:g}")
+    for key in AUGMENT_PROBABILITIES:
+        if not 0 <= getattr(cfg, key) <= 1:
+            raise bad(key, "it must be a probability between 0 and 1")
+    if len(cfg.motion_blur_angle_range) != 2:
+        raise bad("motion_blur_angle_range", "it must be [lo, hi] in degrees (the default [0, 180] is every direction)")
     if cfg.crop_size and (len(cfg.crop_size) != 2 or min(cfg.crop_size) <= 0):
         raise bad("crop_size", "it must be [] or [width, height] with positive values")
     if not cfg.multi_step:
