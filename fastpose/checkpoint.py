@@ -86,25 +86,23 @@ def latest_snapshot(out_dir: str | Path, prefix: str = "snapshot") -> Path | Non
 
 
 
-def save_snapshot(out_dir: str | Path, iteration: int, *, model: torch.nn.Module, optimizer, cfg,
-                  data_position: dict, extra: dict | None = None, prefix: str = "snapshot",
-                  max_to_keep: int = 5) -> Path:
-    """Write `<prefix>-<iteration>.pt` atomically; keep it and the newest `max_to_keep - 1` other snapshots."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = snapshot_path(out_dir, iteration, prefix)
+def write_snapshot(path: str | Path, iteration: int, *, model: torch.nn.Module, optimizer, cfg,
+                   data_position: dict | None = None, extra: dict | None = None, advice: str = "") -> Path:
+    """Write one snapshot file `path` atomically (the format load_snapshot reads; `fastpose import-tf` writes one
+    with optimizer None). UserError naming the file, plus `advice`, when the disk is full or not writable."""
+    path = Path(path)
     payload = {
         "iteration": int(iteration),
         "model": unwrapped_state_dict(model),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "rng": rng_state(),
-        "data_position": dict(data_position),
+        "data_position": dict(data_position or {}),
         "config": cfg.to_dict(),
         "fastpose_version": __version__,
         "extra": dict(extra or {}),
     }
     # A temp name that list_snapshots never matches; same folder, so os.replace is an atomic rename.
-    tmp = out_dir / f".{path.name}.tmp-{os.getpid()}"
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)
@@ -113,11 +111,23 @@ def save_snapshot(out_dir: str | Path, iteration: int, *, model: torch.nn.Module
         if e.errno not in USER_FIXABLE_ERRNOS:
             raise
         raise UserError(f"Could not write snapshot {path} at iteration {iteration} ({cause(e)}); nothing partial was "
-                        f"left. Free space in {out_dir} (or lower max_to_keep), then continue with `fastpose train "
-                        f"CONFIG --resume` from the newest snapshot there.") from None
+                        f"left. {advice or f'Free space in {path.parent}, then run the command again.'}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return path
+
+
+def save_snapshot(out_dir: str | Path, iteration: int, *, model: torch.nn.Module, optimizer, cfg,
+                  data_position: dict, extra: dict | None = None, prefix: str = "snapshot",
+                  max_to_keep: int = 5) -> Path:
+    """Write `<prefix>-<iteration>.pt` atomically; keep it and the newest `max_to_keep - 1` other snapshots."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = snapshot_path(out_dir, iteration, prefix)
+    write_snapshot(path, iteration, model=model, optimizer=optimizer, cfg=cfg, data_position=data_position,
+                   extra=extra, advice=f"Free space in {out_dir} (or lower max_to_keep), then continue with "
+                   f"`fastpose train CONFIG --resume` from the newest snapshot there.")
     if max_to_keep > 0:
         # The snapshot just written always stays (even if a stale run left higher iterations), plus the newest
         # max_to_keep - 1 others.
