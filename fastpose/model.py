@@ -1,6 +1,11 @@
 """The DeeperCut network: a ResNet backbone at output stride 16 and transposed-convolution heads at stride 8.
 
-The backbone is ResNet-18/34/50/101/152 with torchvision's module names (conv1, bn1, layer1..layer4, blocks with
+Two layouts of the same backbone (`backbone_layout`), with the same module and parameter names, so one PoseNet serves
+train, eval, predict, analyze and export: `torchvision` (below) and `slim`, TensorFlow-slim's resnet_v1 as the reference
+ran it (see "The slim layout"). `backbone_width` multiplies the four stages' base depths 64, 128, 256, 512 (the root
+conv keeps 64 channels, as in slim) in both layouts.
+
+The torchvision layout: ResNet-18/34/50/101/152 with torchvision's module names (conv1, bn1, layer1..layer4, blocks with
 conv1/bn1/conv2/bn2[/conv3/bn3]/downsample.0/downsample.1), so `init_weights:` loads torchvision's ImageNet `.pth`
 directly (`load_imagenet`); torchvision itself is not a dependency. As in the reference (TF-slim resnet_v1 with
 output_stride 16), the last stage does not subsample: layer4 runs at stride 1 with its 3x3 convolutions dilated by 2
@@ -20,6 +25,30 @@ Input: `forward(images)` takes what the pipeline gives, RGB with mean_pixel subt
 by torchvision's per-channel std (0.229, 0.224, 0.225) * 255, because torchvision's ImageNet weights were trained on
 std-scaled inputs (the reference's TF-slim weights were not). With frozen batch-norm statistics, inputs ~57x too large
 would wreck the pretrained features.
+
+The slim layout (`tf_slim/nets/resnet_v1.py` and `resnet_utils.py` with `global_pool=False, output_stride=16`, the
+reference's and DeepLabCut 2.x's network; ResNet-50/101/152 only, slim has no basic blocks). Its numerics differ from
+torchvision's, so TF weights (`fastpose.tfweights`) give TF's outputs only in this layout:
+- Root: `conv2d_same(64, 7, stride 2)` pads 3 on each side explicitly, as torchvision's conv1; then `max_pool2d(3x3,
+  stride 2)` with TF's SAME padding, which depends on the size m: (0 before, 1 after) when m is even, (1, 1) when odd
+  (torchvision always pads 1, 1). Padded cells never win (-inf).
+- Bottleneck v1 units (module names as torchvision's Bottleneck: conv1 1x1, conv2 3x3, conv3 1x1, bn1..3; TF-slim
+  `bottleneck_v1/{conv1,conv2,conv3}` and `shortcut`): a block subsamples in its LAST unit (torchvision: the first);
+  a strided 3x3 is `conv2d_same` (explicit symmetric padding (k_eff - 1) // 2 = 1, then VALID), an atrous 3x3 at
+  rate r is SAME (r on each side). The shortcut is a 1x1 conv + BN when the depth changes (`downsample`, with the
+  unit's stride: 1 except in a one-unit block), else `max_pool 1x1 stride s`: plain subsampling x[::s, ::s].
+- output_stride 16: block1 and block2 subsample in their last unit (stride 8, then 16); block3 then runs entirely at
+  stride 16 and rate 1 (its last unit's stride 2 turns into rate 2 for what follows), block4 at rate 2.
+- Batch norm eps 1e-5 (`resnet_arg_scope`'s batch_norm_epsilon), as torch's default; inputs are RGB minus mean_pixel
+  only, no std division (the reference fed `image - mean_pixel` to the slim weights).
+Every stride-2 step still maps n -> ceil(n/2), so the heads are 2*ceil(H/16) as in the torchvision layout.
+
+Batch padding: TF ran each image at its own size. The slim layout's max-pool padding depends on the parity of the size
+and every SAME padding sees zeros where a padded batch holds activations of the padding, so no padding of the input
+reproduces TF's outputs near the bottom and right borders (or, through the pool's parity, anywhere). `infer` is the one
+decision for inference (predict, eval, analyze, fit-assembly; export feeds unpadded inputs, `runs_unpadded`): the slim
+layout runs every group of equal-size images cropped to their size; the torchvision layout runs the padded batch it
+was trained on. Training pads batches in both layouts (the losses ignore padding cells).
 """
 
 from __future__ import annotations
@@ -27,6 +56,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fastpose.errors import UserError, cause
@@ -36,6 +66,11 @@ IMAGENET_STD_255 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 # The heads' module names: their keys are new in a model loaded from ImageNet weights.
 HEAD_NAMES = ("part", "locref", "pairwise", "intermediate")
+
+# Backbone layouts a PoseNet is built in (the config's "auto" is resolved before building, see build_model).
+LAYOUTS = ("torchvision", "slim")
+# Base depth (bottleneck width) of the four stages at backbone_width 1; bottleneck outputs are 4x that.
+BASE_DEPTHS = (64, 128, 256, 512)
 
 # (block kind, blocks per stage) for each net_type, as in the ResNet paper / torchvision.
 ARCHS = {
@@ -70,7 +105,10 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (carries the stride and the dilation, as torchvision's "v1.5"), 1x1 expand (ResNet-50+)."""
+    """1x1 reduce, 3x3 (carries the stride and the dilation, as torchvision's "v1.5"), 1x1 expand (ResNet-50+).
+
+    Also TF-slim's bottleneck_v1: there a strided unit without a depth change has no downsample and its shortcut is
+    the input subsampled (`max_pool 1x1 stride s`); in torchvision every strided unit has a downsample."""
 
     expansion = 4
 
@@ -85,36 +123,93 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * 4)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
+        self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        else:  # (B, C, ceil(H/s), ceil(W/s)): slim's 1x1 max-pool subsampling (s = 1: the input itself)
+            identity = x if self.stride == 1 else x[:, :, :: self.stride, :: self.stride]
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         return self.relu(out + identity)
 
 
-class ResNet(nn.Module):
-    """ResNet trunk without the classifier; layer4 dilated (stride 16 overall). Names match torchvision's."""
+class SamePool(nn.Module):
+    """TF's max_pool2d(3x3, stride 2, padding SAME) on any size: per axis of size m, pad (m % 2) before and 1 after
+    with -inf (TF: total max(3 - s, 0) or max(3 - m % s, 0), the smaller half before), then a VALID pool."""
 
-    def __init__(self, net_type: str):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x = F.pad(x, (w % 2, 1, h % 2, 1), value=float("-inf"))  # (B, C, H + 1 + H % 2, W + 1 + W % 2)
+        return F.max_pool2d(x, 3, 2)  # (B, C, ceil(H/2), ceil(W/2))
+
+
+def stage_depths(width: float) -> list[int]:
+    """Base depths of the four stages at a backbone_width: round(d * width), at least 1 ((4, 8, 16, 32) at 1/16)."""
+    return [max(1, round(d * width)) for d in BASE_DEPTHS]
+
+
+class ResNet(nn.Module):
+    """ResNet trunk without the classifier at output stride 16, in one of LAYOUTS. Names match torchvision's."""
+
+    def __init__(self, net_type: str, layout: str = "torchvision", width: float = 1.0):
         super().__init__()
         if net_type not in ARCHS:
             raise ValueError(f"net_type {net_type!r}: allowed values are {', '.join(ARCHS)}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout {layout!r}: allowed values are {', '.join(LAYOUTS)}")
         kind, layers = ARCHS[net_type]
+        if layout == "slim" and kind != "bottleneck":
+            raise ValueError(f"the slim layout has bottleneck units only; {net_type} has basic blocks")
         block = BasicBlock if kind == "basic" else Bottleneck
+        self.layout = layout
+        self.width = width
+        depths = stage_depths(width)
         self.inplanes = 64
         self.dilation = 1
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, padding=3, bias=False)  # = slim's conv2d_same(7, stride 2): pads 3, 3
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, padding=1)
-        self.layer1 = self._make_layer(block, 64, layers[0], stride=1, dilate=False)
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2, dilate=False)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dilate=False)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=True)
-        self.layer3_channels = 256 * block.expansion
-        self.out_channels = 512 * block.expansion
+        if layout == "torchvision":
+            self.maxpool = nn.MaxPool2d(3, 2, padding=1)
+            self.layer1 = self._make_layer(block, depths[0], layers[0], stride=1, dilate=False)
+            self.layer2 = self._make_layer(block, depths[1], layers[1], stride=2, dilate=False)
+            self.layer3 = self._make_layer(block, depths[2], layers[2], stride=2, dilate=False)
+            self.layer4 = self._make_layer(block, depths[3], layers[3], stride=2, dilate=True)
+        else:
+            self.maxpool = SamePool()
+            # slim's stack_blocks_dense with output_stride 16 (4 after the root): (stride, rate) of every unit.
+            current, rate, plan = 4, 1, []
+            for units, block_stride in zip(layers, (2, 2, 2, 1)):
+                stage = []
+                for i in range(units):
+                    unit_stride = block_stride if i == units - 1 else 1
+                    if current == 16:  # target reached: atrous from here on, the stride multiplies the rate
+                        stage.append((1, rate))
+                        rate *= unit_stride
+                    else:
+                        stage.append((unit_stride, 1))
+                        current *= unit_stride
+                plan.append(stage)
+            self.layer1, self.layer2, self.layer3, self.layer4 = (
+                self._make_slim_layer(depth, stage) for depth, stage in zip(depths, plan))
+        self.layer3_channels = depths[2] * block.expansion
+        self.out_channels = depths[3] * block.expansion
+
+    def _make_slim_layer(self, depth: int, units: list[tuple[int, int]]) -> nn.Sequential:
+        """One slim block: bottleneck_v1 units of base depth `depth` with the (stride, rate) of `units`; a unit whose
+        input depth differs from 4 * depth gets a 1x1 conv + BN shortcut with its stride."""
+        blocks = []
+        for stride, rate in units:
+            downsample = None
+            if self.inplanes != depth * Bottleneck.expansion:
+                downsample = nn.Sequential(nn.Conv2d(self.inplanes, depth * 4, 1, stride, bias=False),
+                                           nn.BatchNorm2d(depth * 4))
+            blocks.append(Bottleneck(self.inplanes, depth, stride, rate, downsample))
+            self.inplanes = depth * Bottleneck.expansion
+        return nn.Sequential(*blocks)
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int, dilate: bool) -> nn.Sequential:
         # With dilate, the stage's stride becomes dilation: the first block keeps the previous dilation (its 3x3 sees
@@ -155,8 +250,9 @@ class PoseNet(ResNet):
 
     def __init__(self, net_type: str, num_joints: int, location_refinement: bool = False,
                  intermediate_supervision: bool = False, intermediate_supervision_layer: int = 12,
-                 pairwise_predict: bool = False, freeze_bn: bool = True):
-        super().__init__(net_type)
+                 pairwise_predict: bool = False, freeze_bn: bool = True, layout: str = "torchvision",
+                 width: float = 1.0):
+        super().__init__(net_type, layout, width)
         if num_joints <= 0:
             raise ValueError(f"num_joints must be positive, got {num_joints}")
         self.net_type = net_type
@@ -207,7 +303,8 @@ class PoseNet(ResNet):
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """images: (B, 3, H, W) RGB minus mean_pixel -> heads at 2*ceil(H/16) x 2*ceil(W/16)."""
-        x = images / self.pixel_std.to(images.dtype)  # (B, 3, H, W)
+        # (B, 3, H, W); slim weights were trained on mean-subtracted inputs as they are
+        x = images / self.pixel_std.to(images.dtype) if self.layout == "torchvision" else images
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
         x = self.layer2(self.layer1(x))  # (B, C2, H/8, W/8)
         intermediate = None
@@ -229,6 +326,13 @@ def output_size(size: int) -> int:
     return 2 * (-(-size // 16))
 
 
+def layout_of(cfg) -> str:
+    """The layout a config builds: its backbone_layout, with "auto" as torchvision. Training resolves auto before
+    (`fastpose.tfweights.resolve_layout`: slim for TF init_weights) and saves the result, so an "auto" that reaches
+    here is a config without TF weights or a snapshot older than the key: both torchvision."""
+    return "slim" if cfg.backbone_layout == "slim" else "torchvision"
+
+
 def build_model(cfg) -> PoseNet:
     """The network a Config describes (heads from num_joints, location_refinement, pairwise_predict, ...)."""
     if cfg.num_joints <= 0:
@@ -237,7 +341,42 @@ def build_model(cfg) -> PoseNet:
     return PoseNet(cfg.net_type, cfg.num_joints, location_refinement=cfg.location_refinement,
                    intermediate_supervision=cfg.intermediate_supervision,
                    intermediate_supervision_layer=cfg.intermediate_supervision_layer,
-                   pairwise_predict=cfg.pairwise_predict, freeze_bn=cfg.freeze_bn)
+                   pairwise_predict=cfg.pairwise_predict, freeze_bn=cfg.freeze_bn, layout=layout_of(cfg),
+                   width=cfg.backbone_width)
+
+
+def runs_unpadded(model: nn.Module) -> bool:
+    """Whether inference must see every image at its own size (the slim layout, see the module doc) rather than the
+    padded batch. model: a PoseNet, or one wrapped by DistributedDataParallel / torch.compile."""
+    net = getattr(model, "module", model)  # DistributedDataParallel; torch.compile forwards attribute reads
+    return getattr(net, "layout", "torchvision") == "slim"
+
+
+def infer(model: nn.Module, images: torch.Tensor, valid_hw: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    """The heads of an inference batch as its layout defines them: images (B, 3, H, W) zero-padded after the mean,
+    valid_hw (B, 2) each image's unpadded (h, w). torchvision layout: model(images). slim layout: each group of
+    equal-size images runs cropped to that size (TF's outputs), its heads written into a zero grid of the padded
+    batch's size (B, C, 2*ceil(H/16), 2*ceil(W/16)); the cells beyond an image's own heads are 0 and outside the
+    image (`fastpose.decode.valid_grid` never reads them)."""
+    sizes = [tuple(s) for s in valid_hw.tolist()]
+    h_pad, w_pad = images.shape[-2:]
+    if not runs_unpadded(model) or all(s == (h_pad, w_pad) for s in sizes):
+        return model(images)
+    # keep the layout the caller chose (channels_last where it is faster); a crop of a channels_last tensor is not
+    fmt = torch.channels_last if (images.is_contiguous(memory_format=torch.channels_last)
+                                  and not images.is_contiguous()) else torch.contiguous_format
+    out: dict[str, torch.Tensor | None] = {}
+    for h, w in dict.fromkeys(sizes):  # distinct sizes in order of appearance
+        rows = torch.tensor([i for i, s in enumerate(sizes) if s == (h, w)], device=images.device)
+        heads = model(images.index_select(0, rows)[:, :, :h, :w].contiguous(memory_format=fmt))
+        for name, value in heads.items():  # (n, C, 2*ceil(h/16), 2*ceil(w/16)) each
+            if value is None:
+                out[name] = None
+                continue
+            if name not in out:
+                out[name] = value.new_zeros(len(sizes), value.shape[1], output_size(h_pad), output_size(w_pad))
+            out[name][rows, :, : value.shape[-2], : value.shape[-1]] = value
+    return out
 
 
 def load_imagenet(model: PoseNet, path: str | Path) -> dict[str, list[str]]:
