@@ -9,9 +9,12 @@ re-implementation) does for the same work, written to be obviously right rather 
   reference's strict `>` comparison). The arithmetic is Python float (float64), as in the reference; the kernels use
   float32, so the two can disagree only for a cell within float32 rounding of the threshold (or of a tie between two
   persons), and locref differs in the last float32 bit at most.
-- `pil_sample`, `pil_batch`, `pil_batches`: a per-sample PIL/numpy loader doing the DALI pipeline's work (decode,
-  bilinear resize to floor(W s) x floor(H s), mirror, mean subtraction, CHW, padding to multiples of 16) with the
-  same per-sample geometry (`fastpose.pipeline.sample_params`): the baseline of `fastpose bench data`.
+- `pil_sample`, `pil_augmented`, `pil_batch`, `pil_batches`: a per-sample PIL/numpy loader doing the DALI pipeline's
+  work (decode, bilinear resize to floor(W s) x floor(H s), or with rotation one PIL affine transform of scale,
+  rotation and crop; crop; colour, Gaussian blur, motion blur, noise in numpy with DALI's formulas; mirror, mean
+  subtraction, CHW, padding to multiples of 16) with the same per-sample parameters
+  (`fastpose.pipeline.sample_params`): the baseline of `fastpose bench data`. The noise has the same distribution
+  but not DALI's values (numpy's generator from the same drawn state).
 - `gaec`: greedy additive edge contraction written plainly (join the two clusters with the most negative summed cost
   while it is negative), the baseline the native multicut solver must never lose to (tests/test_assembly.py,
   tools/bench_assembly.py).
@@ -27,7 +30,7 @@ import torch
 from PIL import Image
 
 from fastpose.config import symmetric_permutation
-from fastpose.pipeline import ALIGN, Augment, epoch_order, sample_params
+from fastpose.pipeline import ALIGN, Augment, Params, augment, epoch_order, motion_kernel, sample_params
 from fastpose.shards import ShardDataset
 
 
@@ -92,6 +95,78 @@ def pil_sample(data: bytes, res_w: int, res_h: int, flip: bool, mean: list[float
     return np.ascontiguousarray(a.transpose(2, 0, 1))
 
 
+# DALI color_twist's colour space: RGB -> YIQ with these constants, and back with their exact inverse (measured: the
+# numpy transform below equals DALI 2.4's output bit for bit on random images).
+RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
+
+
+def color_twist(a: np.ndarray, brightness: float, contrast: float, saturation: float, hue: float) -> np.ndarray:
+    """(H, W, 3) uint8 -> uint8 as DALI's fn.color_twist: hue rotation and saturation scaling in YIQ, then
+    out = brightness (contrast (x - 128) + 128), rounded to nearest and saturated."""
+    h = math.radians(hue)
+    rot = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(h), math.sin(h)], [0.0, -math.sin(h), math.cos(h)]])
+    m = brightness * contrast * np.linalg.inv(RGB2YIQ) @ rot @ np.diag([1.0, saturation, saturation]) @ RGB2YIQ
+    offset = (128.0 - 128.0 * contrast) * brightness
+    out = a.astype(np.float32) @ m.T.astype(np.float32) + np.float32(offset)  # (H, W, 3)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def correlate(a: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 correlated with a (kh, kw) kernel (odd sizes, centred), border reflect 101 (DALI's), float32
+    arithmetic, rounded to nearest and saturated: one shifted multiply-add per non-zero tap."""
+    rh, rw = kernel.shape[0] // 2, kernel.shape[1] // 2
+    pad = np.pad(a.astype(np.float32), ((rh, rh), (rw, rw), (0, 0)), mode="reflect")  # (H + 2 rh, W + 2 rw, 3)
+    out = np.zeros(a.shape, np.float32)
+    h, w = a.shape[:2]
+    for dy, dx in zip(*np.nonzero(kernel), strict=True):
+        out += kernel[dy, dx] * pad[dy:dy + h, dx:dx + w]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def gaussian_blur(a: np.ndarray, sigma: float) -> np.ndarray:
+    """As DALI's fn.gaussian_blur: window 2 ceil(3 sigma) + 1, weights exp(-x^2 / (2 sigma^2)) normalised, separable
+    (the rows' pass is not rounded between the two passes), border reflect 101."""
+    r = math.ceil(3 * sigma)
+    x = np.arange(-r, r + 1)
+    k = np.exp(-(x**2) / (2 * sigma * sigma))
+    k = (k / k.sum()).astype(np.float32)  # (2r + 1,)
+    h, w = a.shape[:2]
+    pad = np.pad(a.astype(np.float32), ((r, r), (r, r), (0, 0)), mode="reflect")
+    rows = sum(k[i] * pad[:, i:i + w] for i in range(2 * r + 1))  # (H + 2r, W, 3)
+    out = sum(k[i] * rows[i:i + h] for i in range(2 * r + 1))  # (H, W, 3)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def pil_augmented(data: bytes, p: Params, aug: Augment, width: int, height: int, mean: list[float]) -> np.ndarray:
+    """(3, crop_h, crop_w) float32: `pil_sample`'s work plus crop, rotation and the photometric augmentations of
+    `p` (the DALI pipeline's stages, in its order)."""
+    with Image.open(io.BytesIO(data)) as im:
+        img = im.convert("RGB")
+    if aug.stages()["rotate"]:  # one resampling, as fn.warp_affine: output -> source in pixel-centre (+0.5) coords
+        fill = int(np.clip(np.rint(aug.fill), 0, 255))
+        img = img.transform((p.crop_w, p.crop_h), Image.Transform.AFFINE, tuple(float(v) for v in
+                            p.dali_matrix(width, height)), resample=Image.BILINEAR, fillcolor=(fill,) * 3)
+    else:
+        img = img.resize((p.res_w, p.res_h), Image.BILINEAR)
+        if (p.crop_w, p.crop_h) != (p.res_w, p.res_h):
+            img = img.crop((p.crop_x, p.crop_y, p.crop_x + p.crop_w, p.crop_y + p.crop_h))
+    a = np.asarray(img)  # (H, W, 3) uint8
+    if (p.brightness, p.contrast, p.saturation, p.hue) != (1.0, 1.0, 1.0, 0.0):
+        a = color_twist(a, p.brightness, p.contrast, p.saturation, p.hue)
+    if p.blur_sigma > 0:
+        a = gaussian_blur(a, p.blur_sigma)
+    if p.motion_length > 1:
+        a = correlate(a, motion_kernel(p.motion_length, p.motion_angle))
+    if p.noise_std > 0:
+        noise = np.random.default_rng(list(p.noise_state)).normal(0.0, p.noise_std, a.shape)
+        a = np.clip(np.rint(a + noise), 0, 255).astype(np.uint8)
+    a = a.astype(np.float32)
+    if p.flip:
+        a = a[:, ::-1]
+    a = a - np.asarray(mean, np.float32)
+    return np.ascontiguousarray(a.transpose(2, 0, 1))
+
+
 def pil_batch(samples: list[np.ndarray]) -> torch.Tensor:
     """(B, 3, H, W) float32, zero-padded to the batch maximum rounded up to a multiple of 16."""
     h = math.ceil(max(s.shape[1] for s in samples) / ALIGN) * ALIGN
@@ -105,9 +180,8 @@ def pil_batch(samples: list[np.ndarray]) -> torch.Tensor:
 def pil_batches(cfg, dataset_dir, split: str, batch_size: int, train: bool = True):
     """Endless generator of (B, 3, H, W) batches, same order and geometry as `build_loader` (rank 0 of 1)."""
     ds = ShardDataset(dataset_dir, split)
-    aug = Augment(train=train, global_scale=cfg.global_scale, jitter_lo=cfg.scale_jitter_lo,
-                  jitter_up=cfg.scale_jitter_up, mirror=cfg.mirror, max_input_size=cfg.max_input_size, crop_w=0,
-                  crop_h=0, seed=cfg.seed, perm=symmetric_permutation(ds.num_joints, ds.all_joints))
+    aug = augment(cfg, train=train, perm=symmetric_permutation(ds.num_joints, cfg.all_joints or ds.all_joints))
+    plain = not (aug.train and (aug.crop_w or any(aug.stages().values())))
     epoch = 0
     while True:
         order = epoch_order(len(ds), epoch, seed=cfg.seed, batch_size=batch_size, train=train,
@@ -117,7 +191,10 @@ def pil_batches(cfg, dataset_dir, split: str, batch_size: int, train: bool = Tru
             for index in order[b * batch_size:(b + 1) * batch_size]:
                 s = ds[int(max(index, 0))]
                 p = sample_params(aug, epoch, int(index), s.size[2], s.size[1], s.joints)
-                samples.append(pil_sample(s.image, p.res_w, p.res_h, p.flip, cfg.mean_pixel))
+                if plain:
+                    samples.append(pil_sample(s.image, p.res_w, p.res_h, p.flip, cfg.mean_pixel))
+                else:
+                    samples.append(pil_augmented(s.image, p, aug, s.size[2], s.size[1], cfg.mean_pixel))
             yield pil_batch(samples)
         epoch += 1
 

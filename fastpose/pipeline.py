@@ -17,9 +17,20 @@ Stages, per sample:
    exceeds max_input_size^2 gets s = max_input_size / sqrt(W H) instead (both counted in `Loader.clamped`, never
    dropped; the reference skipped such images). Bilinear (antialiased) resize to floor(W s) x floor(H s), as the
    reference.
+   Rotation (train with `rotation_range` only): with probability rotation_p the scaled image is rotated by an angle
+   drawn from rotation_range (degrees, counter-clockwise as seen, about its centre ((W' - 1) / 2, (H' - 1) / 2), same
+   size, the corners filled with the mean pixel's grey). Scale, rotation and crop are then one affine (`Params.matrix`)
+   applied by one `fn.warp_affine` (one resampling: bilinear, without the resize's antialiasing) to image and joints
+   alike; joints rotated out of the image become absent. Without rotation_range the resize above is used, unchanged.
 4. Crop (train with `crop_size: [w, h]` only): a random w x h window (clipped to the scaled image) that contains the
    box of the labelled joints when it fits, else one labelled joint drawn at random. Joints outside the window
    become absent.
+   Photometric (train only, each off unless its range is set, each with its own probability): colour (brightness,
+   contrast, saturation, hue: one `fn.color_twist`), Gaussian blur (`fn.gaussian_blur`, sigma in network-input
+   pixels), motion blur (`fn.filter` with a line kernel, `motion_kernel`), Gaussian noise (`fn.noise.gaussian`). They
+   move no pixel, so the joints are unchanged. Every value is drawn in `sample_params` like the geometry; the noise
+   itself comes from DALI's generator started from a state drawn there (DALI derives a batch's per-sample streams from
+   the state of the batch's first sample, so the noise is a function of (seed, epoch, batch) and resume stays exact).
 5. Mirror (train with `mirror: true`): probability 0.5; x' = W' - 1 - x and symmetric joint ids swapped with the
    pairs of `all_joints`.
 6. Normalise: subtract mean_pixel (RGB), no division (as the reference); CHW float.
@@ -82,7 +93,13 @@ M_INDEX, M_SCALE, M_FLIP, M_VALID_H, M_VALID_W, M_OFF_X, M_OFF_Y, M_CLAMPED, M_B
 META_LEN = 9
 # Row layout of the per-sample graph parameters (float32).
 G_RES_W, G_RES_H, G_CROP_X, G_CROP_Y, G_CROP_W, G_CROP_H, G_FLIP = range(7)
-GRAPH_LEN = 7
+G_MATRIX = 7  # rows 7..12: warp_affine's 2 x 3 matrix, output -> input in DALI's coordinates (pixel centres at +0.5)
+G_BRIGHTNESS, G_CONTRAST, G_SATURATION, G_HUE, G_BLUR_SIGMA, G_NOISE_STD = range(13, 19)
+GRAPH_LEN = 19
+# fn.gaussian_blur cannot be told "no blur" per sample; this sigma gives the 3-tap kernel [0, 1, 0] (exp(-5000) is 0 in
+# float32): the image is unchanged, bit for bit.
+NO_BLUR_SIGMA = 0.01
+NOISE_STATE_WORDS = 7  # uint32 words of a DALI random state (the backend's 25-byte generator state)
 
 
 class Batch(NamedTuple):
@@ -140,11 +157,57 @@ class Augment:
     stride: int = 8  # the network's output stride (cells of the ignore mask)
     ignore: bool = False  # emit the ignore mask of the samples' meta["ignore_rle"] (COCO shards)
     min_input_size: int = 0  # a smaller scaled side is scaled up to this (0: off)
+    # Training augmentations beyond the reference's (Config: rotation_range, ...): () = off, else (lo, hi).
+    rotation: tuple[float, ...] = ()  # degrees, counter-clockwise as seen
+    rotation_p: float = 0.0
+    brightness: tuple[float, ...] = ()
+    contrast: tuple[float, ...] = ()
+    saturation: tuple[float, ...] = ()
+    hue: tuple[float, ...] = ()  # degrees
+    color_p: float = 0.0
+    blur_sigma: tuple[float, ...] = ()  # network-input pixels
+    blur_p: float = 0.0
+    motion_length: tuple[float, ...] = ()  # network-input pixels
+    motion_angle: tuple[float, ...] = (0.0, 180.0)  # degrees
+    motion_p: float = 0.0
+    noise_std: tuple[float, ...] = ()  # grey levels
+    noise_p: float = 0.0
+    fill: float = 0.0  # grey level of the area a rotation brings into the image
+
+    def stages(self) -> dict[str, bool]:
+        """Which optional DALI stages the graph needs (a stage whose range is off is not built: default configs run
+        the reference's graph unchanged)."""
+        on = lambda rng, p: bool(self.train and rng and p > 0)  # noqa: E731
+        return {"rotate": on(self.rotation, self.rotation_p),
+                "color": on(self.brightness or self.contrast or self.saturation or self.hue, self.color_p),
+                "blur": on(self.blur_sigma, self.blur_p), "motion": on(self.motion_length, self.motion_p),
+                "noise": on(self.noise_std, self.noise_p)}
+
+
+def augment(cfg, *, train: bool, perm: tuple[int, ...], ignore: bool = False) -> Augment:
+    """The `Augment` of a config (train: its jitter, mirror, crop and augmentations; eval: `eval_augment`'s)."""
+    if not train:
+        return eval_augment(cfg, len(perm))
+    crop_w, crop_h = (cfg.crop_size if cfg.crop_size else (0, 0))
+    pair = lambda v: tuple(float(x) for x in v)  # noqa: E731
+    return Augment(train=True, global_scale=float(cfg.global_scale), jitter_lo=float(cfg.scale_jitter_lo),
+                   jitter_up=float(cfg.scale_jitter_up), mirror=bool(cfg.mirror),
+                   max_input_size=int(cfg.max_input_size), min_input_size=int(cfg.min_input_size),
+                   crop_w=int(crop_w), crop_h=int(crop_h), seed=int(cfg.seed), perm=tuple(perm),
+                   stride=int(cfg.stride), ignore=ignore,
+                   rotation=pair(cfg.rotation_range), rotation_p=float(cfg.rotation_p),
+                   brightness=pair(cfg.brightness_range), contrast=pair(cfg.contrast_range),
+                   saturation=pair(cfg.saturation_range), hue=pair(cfg.hue_range), color_p=float(cfg.color_p),
+                   blur_sigma=pair(cfg.gaussian_blur_range), blur_p=float(cfg.gaussian_blur_p),
+                   motion_length=pair(cfg.motion_blur_range), motion_angle=pair(cfg.motion_blur_angle_range),
+                   motion_p=float(cfg.motion_blur_p), noise_std=pair(cfg.gaussian_noise_range),
+                   noise_p=float(cfg.gaussian_noise_p), fill=float(np.mean(cfg.mean_pixel)))
 
 
 @dataclass(frozen=True)
 class Params:
-    """The geometry of one sample: scale, resized size, crop window (in scaled pixels) and flip."""
+    """Every random choice of one sample: scale, resized size, rotation, crop window (in scaled pixels) and flip;
+    the photometric values (neutral when off)."""
 
     scale: float
     clamped: bool
@@ -155,12 +218,93 @@ class Params:
     crop_w: int  # valid (unpadded) output size
     crop_h: int
     flip: bool
+    angle: float = 0.0  # degrees, counter-clockwise as seen, about the scaled image's centre (0: not rotated)
+    brightness: float = 1.0
+    contrast: float = 1.0
+    saturation: float = 1.0
+    hue: float = 0.0  # degrees
+    blur_sigma: float = 0.0  # 0: no Gaussian blur
+    motion_length: float = 0.0  # 0: no motion blur
+    motion_angle: float = 0.0  # degrees
+    noise_std: float = 0.0  # 0: no noise
+    noise_state: tuple[int, ...] = ()  # NOISE_STATE_WORDS uint32: the DALI generator's start
+
+    def matrix(self, width: int, height: int) -> np.ndarray:
+        """(2, 3) float64 affine from source pixels to network-input pixels before the mirror (scale, rotation, crop;
+        the pixel convention above): x_out = A[:, :2] @ x_src + A[:, 2]."""
+        rx, ry = self.res_w / width, self.res_h / height
+        scale = np.array([[rx, 0.0, 0.5 * rx - 0.5], [0.0, ry, 0.5 * ry - 0.5], [0.0, 0.0, 1.0]])  # (x + .5) r - .5
+        rot = np.eye(3)
+        rot[:2] = rotation_matrix(self.angle, self.res_w, self.res_h)
+        crop = np.array([[1.0, 0.0, -self.crop_x], [0.0, 1.0, -self.crop_y], [0.0, 0.0, 1.0]])
+        return (crop @ rot @ scale)[:2]
+
+    def dali_matrix(self, width: int, height: int) -> np.ndarray:
+        """(6,) float32 for `fn.warp_affine` (inverse map): output -> source in DALI's coordinates, where a pixel
+        centre is at +0.5 (u = x + 0.5)."""
+        a = self.matrix(width, height)
+        inv = np.linalg.inv(a[:, :2])  # (2, 2)
+        # x_src = inv (x_out - t); u = x + 0.5 on both sides.
+        offset = 0.5 - inv @ (a[:, 2] + 0.5)
+        return np.concatenate([inv, offset[:, None]], axis=1).astype(np.float32).reshape(6)
+
+
+def rotation_matrix(angle: float, width: int, height: int) -> np.ndarray:
+    """(2, 3) float64 rotation by `angle` degrees counter-clockwise as seen (y points down) about the centre
+    ((width - 1) / 2, (height - 1) / 2) of an image; multiples of 90 degrees are exact (cos 90 is 0, not 6e-17)."""
+    if angle % 90 == 0:
+        c, s = [(1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0)][int(angle // 90) % 4]
+    else:
+        c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    # x' = cx + c (x - cx) + s (y - cy); y' = cy - s (x - cx) + c (y - cy)
+    return np.array([[c, s, cx - c * cx - s * cy], [-s, c, cy + s * cx - c * cy]])
+
+
+def motion_kernel(length: float, angle: float) -> np.ndarray:
+    """(k, k) float32 line kernel of `length` pixels at `angle` degrees (counter-clockwise as seen), k odd, summing
+    to 1, symmetric about its centre (so convolution and correlation agree): 4 points per pixel along the line,
+    each splatted bilinearly. length <= 1 gives [[1]] (no blur)."""
+    if length <= 1:
+        return np.ones((1, 1), np.float32)
+    r = math.ceil((length - 1) / 2 + 1e-9)  # (k, k) = (2r + 1, 2r + 1)
+    c, s = math.cos(math.radians(angle)), -math.sin(math.radians(angle))  # y down
+    n = 2 * math.ceil(2 * (length - 1)) + 1  # odd: the centre is one of the points
+    t = np.linspace(-(length - 1) / 2, (length - 1) / 2, n)  # (n,)
+    out = np.zeros((2 * r + 1, 2 * r + 1), np.float64)
+    for x, y in zip(r + t * c, r + t * s, strict=True):
+        x0, y0 = math.floor(x), math.floor(y)
+        fx, fy = x - x0, y - y0
+        for dy, wy in ((0, 1 - fy), (1, fy)):
+            for dx, wx in ((0, 1 - fx), (1, fx)):
+                if wx * wy > 0:
+                    out[y0 + dy, x0 + dx] += wx * wy
+    out = (out + out[::-1, ::-1]) / 2  # exactly point-symmetric whatever the rounding
+    return (out / out.sum()).astype(np.float32)
 
 
 def sample_params(aug: Augment, epoch: int, index: int, width: int, height: int, joints: np.ndarray) -> Params:
     """Every random choice for sample `index` in `epoch`, drawn from a Generator keyed by (seed, epoch, index)."""
     rng = np.random.default_rng([aug.seed, epoch, max(index, 0)])
     u, coin, cx, cy, ca = rng.random(5)  # always drawn, in this order, so each choice is stable whatever the options
+    # The augmentations' draws come after the reference's (which therefore did not change), also always all drawn:
+    # coin and value(s) of rotation, colour (4), Gaussian blur, motion blur (length, angle), noise; the noise state.
+    r_coin, r_u, c_coin, c_b, c_c, c_s, c_h, b_coin, b_u, m_coin, m_u, m_a, n_coin, n_u = rng.random(14)
+    state = tuple(int(w) for w in rng.integers(0, 2**32, NOISE_STATE_WORDS, dtype=np.uint32))
+    on = aug.stages()
+    draw = lambda rng_, u_: rng_[0] + (rng_[1] - rng_[0]) * u_  # noqa: E731
+    angle = draw(aug.rotation, r_u) if on["rotate"] and r_coin < aug.rotation_p else 0.0
+    color = on["color"] and c_coin < aug.color_p
+    photo = dict(
+        brightness=draw(aug.brightness, c_b) if color and aug.brightness else 1.0,
+        contrast=draw(aug.contrast, c_c) if color and aug.contrast else 1.0,
+        saturation=draw(aug.saturation, c_s) if color and aug.saturation else 1.0,
+        hue=draw(aug.hue, c_h) if color and aug.hue else 0.0,
+        blur_sigma=draw(aug.blur_sigma, b_u) if on["blur"] and b_coin < aug.blur_p else 0.0,
+        motion_length=draw(aug.motion_length, m_u) if on["motion"] and m_coin < aug.motion_p else 0.0,
+        motion_angle=draw(aug.motion_angle, m_a) if on["motion"] and m_coin < aug.motion_p else 0.0,
+        noise_std=draw(aug.noise_std, n_u) if on["noise"] and n_coin < aug.noise_p else 0.0,
+        noise_state=state if on["noise"] else ())
     scale = aug.global_scale * (aug.jitter_lo + (aug.jitter_up - aug.jitter_lo) * u if aug.train else 1.0)
     clamped = False
     if aug.min_input_size and min(width, height) * scale < aug.min_input_size:  # too small for the network
@@ -175,11 +319,14 @@ def sample_params(aug: Augment, epoch: int, index: int, width: int, height: int,
         crop_w, crop_h = min(aug.crop_w, res_w), min(aug.crop_h, res_h)
         labelled = joints[..., 2] > 0  # (P, K)
         xy = _resize_xy(joints[labelled][:, :2], width, height, res_w, res_h)  # (J, 2) labelled joints, scaled
+        if angle:  # the crop keeps the rotated joints that are still in the image
+            xy = _affine_xy(xy, rotation_matrix(angle, res_w, res_h))
+            xy = xy[(xy >= -0.5).all(1) & (xy[:, 0] <= res_w - 0.5) & (xy[:, 1] <= res_h - 0.5)]
         anchor = xy[int(ca * len(xy))] if len(xy) else None  # kept in the window when the whole box cannot be
         crop_x = _crop_origin(cx, res_w, crop_w, xy[:, 0], None if anchor is None else anchor[0])
         crop_y = _crop_origin(cy, res_h, crop_h, xy[:, 1], None if anchor is None else anchor[1])
     flip = bool(aug.train and aug.mirror and coin < 0.5)
-    return Params(scale, clamped, res_w, res_h, crop_x, crop_y, crop_w, crop_h, flip)
+    return Params(scale, clamped, res_w, res_h, crop_x, crop_y, crop_w, crop_h, flip, angle=angle, **photo)
 
 
 def _crop_origin(u: float, size: int, crop: int, xs: np.ndarray, anchor: float | None) -> int:
@@ -207,6 +354,11 @@ def _resize_xy(xy: np.ndarray, width: int, height: int, res_w: int, res_h: int) 
     return out
 
 
+def _affine_xy(xy: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """(J, 2) points through the (2, 3) affine `a` (float64 arithmetic), float32."""
+    return (xy.astype(np.float64) @ a[:, :2].T + a[:, 2]).astype(np.float32)
+
+
 def transform_joints(joints: np.ndarray, width: int, height: int, p: Params, perm: tuple[int, ...]) -> np.ndarray:
     """(P, K, 3) x, y, visibility in the source image -> (P, K, 3) x, y, present in the network input."""
     out = np.zeros(joints.shape, np.float32)
@@ -214,13 +366,17 @@ def transform_joints(joints: np.ndarray, width: int, height: int, p: Params, per
         return out
     present = joints[..., 2] > 0  # (P, K)
     flat = joints[..., :2].reshape(-1, 2)
-    xy = _resize_xy(flat, width, height, p.res_w, p.res_h).reshape(*joints.shape[:2], 2)  # (P, K, 2)
-    xy[..., 0] -= p.crop_x
-    xy[..., 1] -= p.crop_y
-    # Joints the crop cut away are absent (the window spans [-0.5, crop - 0.5]).
+    if p.angle:  # the one affine of the image (scale, rotation, crop), in float64
+        xy = _affine_xy(flat, p.matrix(width, height)).reshape(*joints.shape[:2], 2)  # (P, K, 2)
+    else:  # the reference's arithmetic, kept bit for bit
+        xy = _resize_xy(flat, width, height, p.res_w, p.res_h).reshape(*joints.shape[:2], 2)  # (P, K, 2)
+        xy[..., 0] -= p.crop_x
+        xy[..., 1] -= p.crop_y
+    # Joints the crop cut away or the rotation turned out of the image are absent (the window spans
+    # [-0.5, crop - 0.5]).
     inside = ((xy[..., 0] >= -0.5) & (xy[..., 0] <= p.crop_w - 0.5)
               & (xy[..., 1] >= -0.5) & (xy[..., 1] <= p.crop_h - 0.5))  # (P, K)
-    if p.crop_w != p.res_w or p.crop_h != p.res_h:
+    if p.crop_w != p.res_w or p.crop_h != p.res_h or p.angle:
         present &= inside
     if p.flip:
         xy[..., 0] = p.crop_w - 1 - xy[..., 0]
@@ -252,6 +408,14 @@ def ignore_grid(rles: list[dict], width: int, height: int, p: Params, stride: in
     y = np.arange(gh) * stride + stride / 2.0  # (gh,)
     if p.flip:
         x = p.crop_w - 1 - x
+    if p.angle:  # not separable: every centre back through the inverse of the affine
+        a = p.matrix(width, height)
+        grid = np.stack(np.broadcast_arrays(x[None, :], y[:, None]), -1) - a[:, 2]  # (gh, gw, 2)
+        src = grid @ np.linalg.inv(a[:, :2]).T  # (gh, gw, 2) sample pixels
+        col, row = np.floor(src[..., 0] + 0.5).astype(np.int64), np.floor(src[..., 1] + 0.5).astype(np.int64)
+        inside = (col >= 0) & (col < region.shape[1]) & (row >= 0) & (row < region.shape[0])  # (gh, gw)
+        out[inside] = region[row[inside], col[inside]]
+        return out
     x = (x + p.crop_x + 0.5) * (width / p.res_w) - 0.5  # sample pixels
     y = (y + p.crop_y + 0.5) * (height / p.res_h) - 0.5
     col, row = np.floor(x + 0.5).astype(np.int64), np.floor(y + 0.5).astype(np.int64)  # pixel i covers [i-0.5, i+0.5)
@@ -389,13 +553,24 @@ class _Source:
         joints = transform_joints(src, w, h, p, self.aug.perm)
         if joints.shape[0] == 0 or padding:  # one all-absent person: no shape is empty, padding rows teach nothing
             joints = np.zeros((1, *joints.shape[1:]), np.float32)
-        graph = np.array([p.res_w, p.res_h, p.crop_x, p.crop_y, p.crop_w, p.crop_h, p.flip], np.float32)
+        graph = np.zeros(GRAPH_LEN, np.float32)  # (GRAPH_LEN,)
+        graph[:G_MATRIX] = [p.res_w, p.res_h, p.crop_x, p.crop_y, p.crop_w, p.crop_h, p.flip]
+        stages = self.aug.stages()
+        if stages["rotate"]:
+            graph[G_MATRIX:G_MATRIX + 6] = p.dali_matrix(w, h)
+        graph[G_BRIGHTNESS:] = [p.brightness, p.contrast, p.saturation, p.hue, max(p.blur_sigma, NO_BLUR_SIGMA),
+                                p.noise_std]
         meta = np.array([-1 if padding else index, p.scale, p.flip, p.crop_h, p.crop_w, p.crop_x, p.crop_y,
                          p.clamped, bad], np.float64)
+        out = [np.frombuffer(image, np.uint8), joints, graph, meta]
         if self.aug.ignore:
             rles = [] if padding else self.ignore_rles(index)
-            return np.frombuffer(image, np.uint8), joints, graph, meta, ignore_grid(rles, w, h, p, self.aug.stride)
-        return np.frombuffer(image, np.uint8), joints, graph, meta
+            out.append(ignore_grid(rles, w, h, p, self.aug.stride))
+        if stages["motion"]:
+            out.append(motion_kernel(p.motion_length, p.motion_angle))  # (k, k) float32, [[1]] when off
+        if stages["noise"]:
+            out.append(np.array(p.noise_state, np.uint32))  # (NOISE_STATE_WORDS,)
+        return tuple(out)
 
     def ignore_rles(self, index: int) -> list[dict]:
         """meta["ignore_rle"] of a sample: reads only its meta string (not the whole sample with its image)."""
@@ -426,7 +601,9 @@ class _Source:
 
 
 def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_workers: int, device_id: int | None,
-                    seed: int, crop: bool, mean: list[float], ignore: bool = False):
+                    seed: int, crop: bool, mean: list[float], ignore: bool = False, fill: float = 0.0,
+                    rotate: bool = False, color: bool = False, blur: bool = False, motion: bool = False,
+                    noise: bool = False):
     from nvidia.dali import fn, types
     from nvidia.dali.pipeline import Pipeline
 
@@ -440,17 +617,39 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
                     py_num_workers=max(num_workers, 1), py_start_method=start, prefetch_queue_depth=PREFETCH,
                     exec_dynamic=True)
     with pipe:
-        data, joints, graph, meta, *ignore_mask = fn.external_source(
-            source=source, num_outputs=5 if ignore else 4, batch=False, parallel=num_workers > 0,
+        # The source's outputs: image bytes, joints, graph, meta, then those the enabled stages need, in this order.
+        extra = [types.UINT8] * ignore + [types.FLOAT] * motion + [types.UINT32] * noise
+        data, joints, graph, meta, *rest = fn.external_source(
+            source=source, num_outputs=4 + len(extra), batch=False, parallel=num_workers > 0,
             **({"prefetch_queue_depth": PREFETCH} if num_workers > 0 else {}),  # parallel sources only
-            dtype=[types.UINT8, types.FLOAT, types.FLOAT, types.FLOAT64] + ([types.UINT8] if ignore else []))
+            dtype=[types.UINT8, types.FLOAT, types.FLOAT, types.FLOAT64] + extra)
+        ignore_mask = rest[:ignore]
+        kernel = rest[ignore] if motion else None  # (k, k) float32 line kernel per sample
+        state = rest[ignore + motion] if noise else None  # (NOISE_STATE_WORDS,) uint32 per sample
         images = fn.decoders.image(data, device="mixed" if gpu else "cpu", output_type=types.RGB)  # (H, W, 3) uint8
-        images = fn.resize(images, resize_x=graph[G_RES_W], resize_y=graph[G_RES_H], interp_type=types.INTERP_LINEAR,
-                           antialias=True)
-        if crop:
-            images = fn.slice(images, fn.stack(graph[G_CROP_X], graph[G_CROP_Y]),
-                              fn.stack(graph[G_CROP_W], graph[G_CROP_H]), axis_names="WH",
-                              normalized_anchor=False, normalized_shape=False)  # absolute pixels
+        if rotate:  # scale, rotation and crop in one resampling; size is (H, W)
+            matrix = fn.stack(fn.stack(*[graph[G_MATRIX + i] for i in range(3)]),
+                              fn.stack(*[graph[G_MATRIX + i] for i in range(3, 6)]))  # (2, 3)
+            images = fn.warp_affine(images, matrix=matrix, size=fn.stack(graph[G_CROP_H], graph[G_CROP_W]),
+                                    fill_value=fill, interp_type=types.INTERP_LINEAR)  # (h, w, 3) uint8
+        else:
+            images = fn.resize(images, resize_x=graph[G_RES_W], resize_y=graph[G_RES_H],
+                               interp_type=types.INTERP_LINEAR, antialias=True)
+            if crop:
+                images = fn.slice(images, fn.stack(graph[G_CROP_X], graph[G_CROP_Y]),
+                                  fn.stack(graph[G_CROP_W], graph[G_CROP_H]), axis_names="WH",
+                                  normalized_anchor=False, normalized_shape=False)  # absolute pixels
+        if color:  # neutral values (1, 1, 1, 0) leave a sample unchanged, bit for bit
+            images = fn.color_twist(images, brightness=graph[G_BRIGHTNESS], contrast=graph[G_CONTRAST],
+                                    saturation=graph[G_SATURATION], hue=graph[G_HUE])
+        if blur:
+            images = fn.gaussian_blur(images, sigma=graph[G_BLUR_SIGMA])  # window 2 ceil(3 sigma) + 1, reflect 101
+        if motion:
+            images = fn.filter(images, kernel, border="reflect_101")
+        if noise:
+            # `_random_state` (DALI's per-call generator state, as its dynamic mode passes it) instead of the
+            # pipeline's generator, whose position would depend on how many batches this process has run.
+            images = fn.noise.gaussian(images, stddev=graph[G_NOISE_STD], _random_state=state)
         flip = fn.cast(graph[G_FLIP], dtype=types.INT32)
         if gpu:
             images = fn.crop_mirror_normalize(images, mirror=flip, mean=mean, std=[1.0, 1.0, 1.0], dtype=types.FLOAT,
@@ -511,7 +710,8 @@ class Loader:
         before = {p.pid for p in mp.active_children()}
         self._pipe = _build_pipeline(self._source, batch_size=batch_size, num_threads=num_threads,
                                      num_workers=num_workers, device_id=device_id, seed=aug.seed,
-                                     crop=aug.train and aug.crop_w > 0, mean=mean, ignore=aug.ignore)
+                                     crop=aug.train and aug.crop_w > 0, mean=mean, ignore=aug.ignore,
+                                     fill=aug.fill, **aug.stages())
         self.workers = sorted((p for p in mp.active_children() if p.pid not in before), key=lambda p: p.pid)
         self.worker_timeout = worker_timeout
         self._stopped: set[int] = set()  # pids of workers the watchdog killed (not the cause of the failure)
@@ -724,12 +924,7 @@ def build_loader(cfg, dataset_dir, split: str = "train", *, train: bool = True, 
                             f"0..{k - 1}). Fix all_joints in the config.")
     if not 0 <= shard_id < num_shards:
         raise ValueError(f"shard_id must be in 0..{num_shards - 1}, got {shard_id}")
-    crop_w, crop_h = (cfg.crop_size if cfg.crop_size else (0, 0))
-    aug = Augment(train=train, global_scale=float(cfg.global_scale), jitter_lo=float(cfg.scale_jitter_lo),
-                  jitter_up=float(cfg.scale_jitter_up), mirror=bool(cfg.mirror),
-                  max_input_size=int(cfg.max_input_size), min_input_size=int(cfg.min_input_size),
-                  crop_w=int(crop_w), crop_h=int(crop_h), seed=int(cfg.seed),
-                  perm=symmetric_permutation(k, groups), stride=int(cfg.stride),
+    aug = augment(cfg, train=train, perm=symmetric_permutation(k, groups),
                   ignore=train and ds.manifest.get("source", {}).get("format") == "coco")
     return Loader(ds, aug, batch_size=batch_size or cfg.batch_size, shard_id=shard_id, num_shards=num_shards,
                   shuffle=bool(cfg.shuffle) and train, device=pick_device(cfg.device if device is None else device),
@@ -740,4 +935,5 @@ def build_loader(cfg, dataset_dir, split: str = "train", *, train: bool = True, 
 
 
 __all__ = ["Batch", "Loader", "build_loader", "epoch_order", "batches_per_epoch", "sample_params", "transform_joints",
-           "check_image", "decode_check", "decode_rgb", "eval_augment", "Augment", "Params", "ignore_grid"]
+           "check_image", "decode_check", "decode_rgb", "eval_augment", "Augment", "Params", "ignore_grid", "augment",
+           "rotation_matrix", "motion_kernel", "NO_BLUR_SIGMA"]
