@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from oracles import walkers
 from typer.testing import CliRunner
 
 from fastpose import bench, tracks
@@ -25,7 +26,7 @@ from fastpose.cli import app
 from fastpose.errors import UserError
 from fastpose.export import export
 from fastpose.model import build_model
-from fastpose.predict import predict_images
+from fastpose.predict import predict, predict_images
 from fastpose.tracks import Tracker, dlc_table, read_table, write_table
 from fastpose.video import DecodeCounts, probe
 
@@ -332,6 +333,48 @@ def test_oks_and_iou_goldens():
     assert tracks.oks(a, b) == pytest.approx(np.exp(-0.5))
     assert tracks.box_iou(a, b) == pytest.approx((36 * 40) / (2 * 1600 - 36 * 40))
     assert tracks.oks(a, _person(200, 10)) < 1e-6 and tracks.box_iou(a, _person(200, 10)) == 0
+
+
+def test_multi_person_video_keeps_two_walkers_apart_as_predict_finds_them(tmp_path):
+    """End to end: an H.264 video of two people walking past each other (tests/oracles/walkers.py: known joints, a
+    hand-set network that finds them), `analyze --multi-person` through the assembly, the tracker and the h5 writer.
+    Every frame's two tracks equal `fastpose predict --multi-person` on the decoded frames (as PNG files) to 1e-3 px,
+    and each track follows one walker through the crossing."""
+    video = _write(tmp_path / "walk.mp4", "libx264", walkers.frames())
+    cfg = walkers.config(tmp_path / "stats.npz")
+    snap = save_snapshot(tmp_path / "run", 3, model=walkers.detector(cfg), optimizer=None, cfg=cfg, data_position={})
+    result = analyze(snap, [str(video)], out_dir=tmp_path / "out", device="cpu",
+                     options=Options(progress=False, batch_size=5, multi_person=True))
+    h5 = tmp_path / "out" / f"walk{result['scorer']}.h5"
+    df = pd.read_hdf(h5, "df_with_missing")
+    n, k = walkers.N, len(walkers.NAMES)
+    assert list(df.columns.names) == ["scorer", "individuals", "bodyparts", "coords"]
+    assert list(df.columns.get_level_values("individuals").unique()) == ["ind1", "ind2"]
+    assert list(df.index) == list(range(n))
+    poses = df.to_numpy().reshape(n, 2, k, 3)  # (N, tracks, K, 3) x, y, likelihood
+    assert np.isfinite(poses).all()  # both people, every joint, every frame
+    # predict's persons on the same decoded pixels (PNG is lossless), in its own order per frame.
+    images = []
+    for i, frame in enumerate(_decoded(video)):
+        images.append(str(tmp_path / f"f{i:02d}.png"))
+        cv2.imwrite(images[-1], cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    docs = predict(snap, images, tmp_path / "pred", device="cpu", multi_person=True)
+    truth = walkers.truth()  # (N, 2, K, 2)
+    follows = []
+    for f, doc in enumerate(docs):
+        found = np.array([[[j["x"], j["y"], j["score"]] for j in person] for person in doc["persons"]])  # (P, K, 3)
+        assert found.shape == (2, k, 3)
+        match = [int(np.argmin(np.abs(found[:, 0, 0] - pose[0, 0]))) for pose in poses[f]]  # by head x
+        assert sorted(match) == [0, 1]
+        np.testing.assert_allclose(poses[f], found[match], atol=1e-3, rtol=0)
+        # which walker each track is on: the network puts a joint 12 px right of and below its blob (module doc)
+        dist = np.linalg.norm(poses[f][:, None, :, :2] - 12 - truth[f][None], axis=-1).max(-1)  # (tracks, walkers)
+        assert dist.min(axis=1).max() < 1.0
+        follows.append(tuple(dist.argmin(axis=1)))
+    assert truth[0, 0, 0, 0] < truth[0, 1, 0, 0] and truth[-1, 0, 0, 0] > truth[-1, 1, 0, 0]  # they do cross
+    assert set(follows) == {follows[0]} and sorted(follows[0]) == [0, 1]  # one walker per track, all the way
+    meta = json.loads(h5.with_name(f"walk{result['scorer']}_meta.json").read_text())
+    assert (meta["multi_person"], meta["tracks"], meta["frames"]) == (True, 2, n)
 
 
 @pytest.mark.slow
