@@ -267,12 +267,13 @@ def motion_kernel(length: float, angle: float) -> np.ndarray:
     each splatted bilinearly. length <= 1 gives [[1]] (no blur)."""
     if length <= 1:
         return np.ones((1, 1), np.float32)
-    r = math.ceil((length - 1) / 2 + 1e-9)  # (k, k) = (2r + 1, 2r + 1)
+    r = math.ceil((length - 1) / 2)  # (k, k) = (2r + 1, 2r + 1)
     c, s = math.cos(math.radians(angle)), -math.sin(math.radians(angle))  # y down
     n = 2 * math.ceil(2 * (length - 1)) + 1  # odd: the centre is one of the points
     t = np.linspace(-(length - 1) / 2, (length - 1) / 2, n)  # (n,)
     out = np.zeros((2 * r + 1, 2 * r + 1), np.float64)
-    for x, y in zip(r + t * c, r + t * s, strict=True):
+    # Rounded to 1e-9 px: an end point on a pixel centre (cos 90 = 6e-17) must not reach past the kernel.
+    for x, y in zip(np.round(r + t * c, 9), np.round(r + t * s, 9), strict=True):
         x0, y0 = math.floor(x), math.floor(y)
         fx, fy = x - x0, y - y0
         for dy, wy in ((0, 1 - fy), (1, fy)):
