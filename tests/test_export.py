@@ -16,12 +16,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from oracles import walkers
 
 from fastpose import bench, cli
 from fastpose import config as config_mod
 from fastpose import export as export_mod
 from fastpose import predict as predict_mod
-from fastpose.checkpoint import save_snapshot
+from fastpose.assembly import assemble_persons
+from fastpose.checkpoint import config_from_snapshot, save_snapshot
 from fastpose.export import export, read_metadata
 from fastpose.images import eval_size, prepare_image, resize_weights
 from fastpose.model import build_model
@@ -244,6 +246,41 @@ def test_multi_person_outputs_assemble_as_predict(tmp_path):
         _check_joints(got_joints[None], predict_mod.single_joints(heads, valid_hw, ratio, cfg))
         assert got.shape == want.shape and len(want) > 0
         _check_joints(got, want)
+
+
+def _persons(doc: dict) -> np.ndarray:
+    """(P, K, 3) x, y, score of a predict JSON document's persons, ordered by head x (each call's own order aside)."""
+    found = np.array([[[j["x"], j["y"], j["score"]] for j in person] for person in doc["persons"]])
+    return found[np.argsort(found[:, 0, 0], kind="stable")]
+
+
+@pytest.mark.slow
+def test_multi_person_onnx_file_assembles_as_predict(tmp_path):
+    """--multi-person to ONNX: the file run by ONNX Runtime alone, its part/locref/pairwise maps fed to
+    fastpose.assembly.assemble_persons (what a user of the file does), gives predict --multi-person's persons (torch)
+    on the same images, to 1e-3 px and 1e-5 in score; so does predict on the .onnx file. The model is the hand-set
+    two-walker detector (tests/oracles/walkers.py), so there are two real persons per image."""
+    cfg = walkers.config(tmp_path / "stats.npz", pairwise_predict=True)
+    snap = save_snapshot(tmp_path / "run", 2, model=walkers.detector(cfg), optimizer=None, cfg=cfg, data_position={})
+    path = export(snap, "onnx", tmp_path / "walk.onnx", multi_person=True)
+    frames = walkers.frames()[3:8]  # N = 5, the two walkers closing in, then passing
+    images = []
+    for i, frame in enumerate(frames):
+        images.append(str(tmp_path / f"f{i}.png"))
+        cv2.imwrite(images[-1], cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    want = [_persons(d) for d in predict(snap, images, tmp_path / "torch", device="cpu", multi_person=True)]
+    assert all(p.shape == (2, 3, 3) for p in want)
+
+    runner = export_mod.OnnxModel(path, torch.device("cpu"))
+    out = {k: torch.from_numpy(v) for k, v in runner.run(np.stack(frames)).items()}
+    file_cfg = config_from_snapshot({"config": runner.config_values})  # the file carries its config
+    for b, expected in enumerate(want):
+        got = assemble_persons(out, b, out["valid_hw"][b], out["ratio"][b], None, float(out["ratio"][b].mean()),
+                               file_cfg, None)  # (P, K, 3)
+        _check_joints(got[np.argsort(got[:, 0, 0], kind="stable")], expected)
+    onnx_docs = predict(path, images, tmp_path / "ort", device="cpu", multi_person=True)
+    for doc, expected in zip(onnx_docs, want):
+        _check_joints(_persons(doc), expected)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
