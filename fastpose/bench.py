@@ -28,7 +28,7 @@ from rich.table import Table
 from fastpose import analyze, dataset, export
 from fastpose.atomic import write_atomic
 from fastpose.baselines import numpy_targets, pil_batches
-from fastpose.config import load
+from fastpose.config import load, validate
 from fastpose.device import (
     autocast,
     cpu_flags,
@@ -170,13 +170,32 @@ def compare_loaders(cfg, dataset_dir, split: str = "train", batch_size: int = 8,
             "ratio": dali / pil}
 
 
+# The second measurement of `fastpose bench data`: every training augmentation on every sample (probability 1), at a
+# lab recipe's strength, on top of the config's own settings.
+AUGMENTED = {"rotation_range": [-30.0, 30.0], "rotation_p": 1.0, "brightness_range": [0.75, 1.25],
+             "contrast_range": [0.75, 1.25], "saturation_range": [0.75, 1.25], "hue_range": [-10.0, 10.0],
+             "color_p": 1.0, "gaussian_blur_range": [0.5, 1.5], "gaussian_blur_p": 1.0, "motion_blur_range": [3.0, 7.0],
+             "motion_blur_p": 1.0, "gaussian_noise_range": [2.0, 8.0], "gaussian_noise_p": 1.0}
+
+
+def augmented(cfg):
+    """A copy of `cfg` with every training augmentation on (AUGMENTED)."""
+    out = dataclasses.replace(cfg, **copy.deepcopy(AUGMENTED))
+    validate(out, "bench data (augmented)")
+    return out
+
+
 def bench_data(cfg, device: torch.device, iters: int) -> dict:
-    """The DALI pipeline alone, beside the per-sample PIL/numpy loader doing the same work."""
+    """The DALI pipeline alone, beside the per-sample PIL/numpy loader doing the same work: the config as it is, and
+    with every augmentation on (`augmented`)."""
     path = _dataset(cfg, cfg.dataset)
     res = compare_loaders(cfg, path, cfg.split, batch_size=cfg.batch_size, iters=iters)
+    aug = compare_loaders(augmented(cfg), path, cfg.split, batch_size=cfg.batch_size, iters=iters)
     return {"images_per_s": res["dali_img_s"], "ms_per_batch": 1e3 * cfg.batch_size / res["dali_img_s"],
             "batch_size": cfg.batch_size, "runs": iters, "baseline": "PIL/numpy per-sample loader",
-            "baseline_images_per_s": res["pil_img_s"], "ratio": res["ratio"], "dataset": str(path)}
+            "baseline_images_per_s": res["pil_img_s"], "ratio": res["ratio"], "dataset": str(path),
+            "augmented": {"images_per_s": aug["dali_img_s"], "baseline_images_per_s": aug["pil_img_s"],
+                          "ratio": aug["ratio"], "settings": AUGMENTED}}
 
 
 # make_targets cases, name: (B, P, K, H, W, dist_thresh): MPII at 368 px (pos_dist_thresh 17 x global_scale 0.8),
@@ -407,9 +426,12 @@ def bench_analyze(cfg, device: torch.device, video, warmup: int, iters: int, fra
 
 def bench_export(cfg, device: torch.device, size: int, warmup: int, iters: int) -> dict:
     """The exported inference graph (`fastpose.export.InferenceGraph`: resize, network, decoding) on one batch of
-    batch_size uint8 size x size images, run by torch eager, torch.compile, the torch.export program and ONNX
-    Runtime (its CUDA provider on a GPU when installed): images/s of each, and each one's ratio over torch eager.
-    An engine that fails reports its error instead of a figure (torch.compile needs a C++ compiler on the CPU)."""
+    batch_size uint8 size x size images, run by torch eager in fp32 NCHW (what the exported graph computes), torch
+    eager in the precision and layout `fastpose predict` runs (`precision` / `channels_last` of the config as
+    `fastpose.device` resolves them: bf16 autocast + channels_last on a bf16-capable CPU), torch.compile, the
+    torch.export program and ONNX Runtime (its CUDA provider on a GPU when installed; as many intra-op threads as
+    torch has): images/s of each, and each one's ratio over torch eager fp32. An engine that fails reports its error
+    instead of a figure (torch.compile needs a C++ compiler on the CPU)."""
     if not cfg.num_joints:
         cfg = dataset.bind_joints(cfg, quiet=True)[0] if cfg.dataset else dataclasses.replace(cfg, num_joints=14)
     torch.manual_seed(cfg.seed)
@@ -442,6 +464,16 @@ def bench_export(cfg, device: torch.device, size: int, warmup: int, iters: int) 
     def eager():
         return no_grad(gpu_graph)
 
+    layout = memory_format(cfg.channels_last, device)
+
+    def eager_as_predict():
+        module = copy.deepcopy(gpu_graph).to(memory_format=layout)  # as load_model puts it
+
+        def call():
+            with torch.no_grad(), autocast(cfg.precision, device):
+                return module(on_device)
+        return call
+
     def compiled():
         return no_grad(torch.compile(gpu_graph))
 
@@ -459,8 +491,8 @@ def bench_export(cfg, device: torch.device, size: int, warmup: int, iters: int) 
         host = images.numpy()
         return lambda: runner.run(host)
 
-    for name, make in (("torch_eager", eager), ("torch_compile", compiled), ("torch_export", exported),
-                       ("onnxruntime", onnxruntime)):
+    for name, make in (("torch_eager", eager), ("torch_eager_as_predict", eager_as_predict),
+                       ("torch_compile", compiled), ("torch_export", exported), ("onnxruntime", onnxruntime)):
         timed(name, make)
     base = engines["torch_eager"].get("images_per_s")
     for res in engines.values():
@@ -471,6 +503,8 @@ def bench_export(cfg, device: torch.device, size: int, warmup: int, iters: int) 
     return {"images_per_s": engines[best]["images_per_s"] if best else None,
             "ms_per_batch": engines[best]["ms_per_batch"] if best else None, "batch_size": b, "size": size,
             "net_type": cfg.net_type, "fastest": best, "engines": engines, "torch_threads": torch.get_num_threads(),
+            "as_predict": {"precision": effective_precision(cfg.precision, device),
+                           "channels_last": layout == torch.channels_last},
             "onnxruntime": ort_version()}
 
 
@@ -521,6 +555,10 @@ def table(report: dict):
         notes = ""
         if part == "data":
             notes = f"{res['baseline']}: {res['baseline_images_per_s']:.1f} img/s, DALI x{res['ratio']:.2f}"
+            if "augmented" in res:
+                a = res["augmented"]
+                notes += (f"; every augmentation on: DALI {a['images_per_s']:.1f} img/s, baseline "
+                          f"{a['baseline_images_per_s']:.1f} img/s, x{a['ratio']:.2f}")
         elif part == "targets":
             notes = (f"{res['implementation']}, x{res['speedup_vs_numpy']:.3g} vs the numpy loop "
                      f"({res['numpy_ms']:.1f} ms)")
@@ -548,7 +586,9 @@ def table(report: dict):
                      f"{res['precision']}, {res['frame_size'][0]}x{res['frame_size'][1]} {res['codec']}, "
                      f"{res['decoder']})")
         elif part == "export":
-            notes = f"{res['net_type']} {res['size']}x{res['size']}, fastest {res['fastest']}; " + "; ".join(
+            cl = " channels_last" if res["as_predict"]["channels_last"] else ""
+            notes = (f"{res['net_type']} {res['size']}x{res['size']}, {res['torch_threads']} threads, fastest "
+                     f"{res['fastest']}; as predict = {res['as_predict']['precision']}{cl}; ") + "; ".join(
                 f"{n} " + (f"{r['images_per_s']:.2f} img/s (x{r.get('over_eager', float('nan')):.2f})"
                            if "images_per_s" in r else f"failed ({r['error'][:60]})")
                 for n, r in res["engines"].items())

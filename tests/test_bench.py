@@ -63,6 +63,9 @@ def test_bench_data_targets_e2e(config_file):
     data, e2e = report["results"]["data"], report["results"]["e2e"]
     assert data["images_per_s"] > 0 and data["baseline_images_per_s"] > 0
     assert data["ratio"] == pytest.approx(data["images_per_s"] / data["baseline_images_per_s"])
+    aug = data["augmented"]  # the same comparison with every augmentation on
+    assert aug["images_per_s"] > 0 and aug["settings"]["rotation_p"] == 1.0
+    assert aug["ratio"] == pytest.approx(aug["images_per_s"] / aug["baseline_images_per_s"])
     assert e2e["iterations"] == 3 and e2e["runs"] == 2 and e2e["images_per_s"] > 0
 
 

@@ -4,7 +4,9 @@ Both loaders read the same shards and apply the same per-sample geometry (`fastp
 jitter, clamp, mirror coin): decode, bilinear resize to floor(W s) x floor(H s), mirror, subtract mean_pixel, CHW, pad
 the batch to multiples of 16 (the PIL loader is `fastpose.baselines.pil_batches`; the timing is
 `fastpose.bench.compare_loaders`, what `fastpose bench data` runs). This script converts the shared DeepLabCut frames
-(../shared/data/deeplabcut, 55 PNGs) into shards, once as stored (PNG) and once re-encoded as JPEG q95, and prints both:
+(../shared/data/deeplabcut, 55 PNGs) into shards, once as stored (PNG) and once re-encoded as JPEG q95, and prints both,
+each as configured (mirror, scale jitter) and with every training augmentation on every sample
+(`fastpose.bench.AUGMENTED`: rotation, colour, Gaussian and motion blur, noise):
 
     .venv/bin/python tools/bench_pipeline.py --iters 30 --batch-size 8
 """
@@ -22,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from fastpose import config
-from fastpose.bench import compare_loaders
+from fastpose.bench import augmented, compare_loaders
 from fastpose.shards import Sample, ShardWriter
 
 DLC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "deeplabcut" / "Reaching-Mackenzie-2018-08-30"
@@ -66,10 +68,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, quality in (("png", None), ("jpeg-q95", 95)):
             root = dlc_shards(Path(tmp) / name, quality)
-            r = compare_loaders(cfg, root, "train", args.batch_size, args.iters)
-            print(f"{name:9s} batch {r['batch_size']} x {r['iters']} on {r['device']} ({r['num_workers']} workers, "
-                  f"{r['num_threads']} threads): DALI {r['dali_img_s']:.1f} img/s, PIL/numpy {r['pil_img_s']:.1f} "
-                  f"img/s, ratio {r['ratio']:.2f}x")
+            for what, c in (("", cfg), (" + every augmentation", augmented(cfg))):
+                r = compare_loaders(c, root, "train", args.batch_size, args.iters)
+                print(f"{name + what:31s} batch {r['batch_size']} x {r['iters']} on {r['device']} ({r['num_workers']} "
+                      f"workers, {r['num_threads']} threads): DALI {r['dali_img_s']:.1f} img/s, PIL/numpy "
+                      f"{r['pil_img_s']:.1f} img/s, ratio {r['ratio']:.2f}x")
 
 
 if __name__ == "__main__":
