@@ -23,10 +23,11 @@ from fastpose.checkpoint import latest_snapshot
 from fastpose.config import load
 from fastpose.convert import coco, dlc, mat, mpii, synth
 from fastpose.errors import UserError, out_file, out_folder
+from fastpose.tfimport import import_tf
 
 # `fastpose --help` lists the commands in the order a user meets them.
 COMMAND_ORDER = ("convert", "info", "config", "train", "eval", "predict", "analyze", "export", "bench",
-                 "pairwise-stats", "fit-assembly", "synth", "weights", "demo")
+                 "pairwise-stats", "fit-assembly", "synth", "weights", "import-tf", "demo")
 
 
 class _InOrder(TyperGroup):
@@ -551,6 +552,31 @@ def convert_coco_command(images: Annotated[Path, typer.Option(help="Folder of th
                                workers=workers, skip_bad=skip_bad, overwrite=overwrite,
                                samples_per_shard=samples_per_shard, reencode_jpeg=reencode_jpeg)
     _report_convert(result, out_dir, time.perf_counter() - t0)
+
+
+@app.command("import-tf")
+def import_tf_command(
+        source: Annotated[Path, typer.Argument(metavar="PREFIX_OR_FOLDER", help="A TensorFlow checkpoint (V2 prefix, "
+                                               "its .index, or a V1 .ckpt) or a DeepLabCut 2.x training folder "
+                                               "(dlc-models/iteration-*/<shuffle>/train: its newest snapshot).")],
+        out_path: Annotated[Path, typer.Option("--out", help="The fastpose snapshot to write (.pt).")],
+        config: Annotated[Path | None, typer.Option(help="The pose_cfg.yaml the model was trained with (default: the "
+                                                    "one beside the checkpoint).")] = None,
+        set_: SetOpt = None) -> None:
+    """Import a pose-tensorflow or DeepLabCut 2.x TensorFlow model as a fastpose snapshot (no TensorFlow needed) that
+    eval, predict, analyze and export take.
+
+    Example: fastpose import-tf models/mpii/mpii-single-resnet-101 --config demo/pose_cfg.yaml --out mpii.pt
+    """
+    t0 = time.perf_counter()
+    result = import_tf(source, out_path, config=config, overrides=set_)
+    arch = result["arch"]
+    for note in result["notes"]:
+        out.print(f"[yellow]note: {escape(note)}[/yellow]", highlight=False)
+    out.print(f"wrote {result['path']} ({arch['net_type']}, backbone_width {arch['width']:g}, {arch['num_joints']} "
+              f"joints, heads {', '.join(arch['heads'])}; iteration {result['iteration']}) from {result['checkpoint']} "
+              f"(TensorFlow {result['format']}, {result['loaded']} tensors) and {result['config']} in "
+              f"{time.perf_counter() - t0:.1f} s", highlight=False)
 
 
 @app.command("demo")

@@ -94,7 +94,8 @@ PATH_KEYS = ("dataset", "init_weights", "out_dir", "pairwise_stats_fn", "pairwis
 # The one exception to rejecting unknown keys: a DeepLabCut 2.x pose_cfg.yaml (dlc-models/iteration-*/<shuffle>/
 # train/pose_cfg.yaml). DeepLabCut writes its template plus `project_path` (2.3's create_training_dataset) into every
 # training pose_cfg.yaml and its own code reads the keys below; fastpose has no use for them. Key -> why it is ignored.
-DLC_AUGMENTATION = "DeepLabCut's imgaug/tensorpack augmentation; fastpose has scale_jitter_lo/up, mirror, crop_size"
+DLC_AUGMENTATION = ("DeepLabCut's imgaug/tensorpack augmentation; fastpose's own: scale_jitter_lo/up, mirror, "
+                    "crop_size, rotation_range and the colour, blur and noise ranges")
 DLC_SCALECROP = "DeepLabCut's scalecrop cropping; fastpose has crop_size"
 DLC_BOOKKEEPING = "DeepLabCut project bookkeeping"
 DLC_MULTI_ANIMAL = "multi-animal DeepLabCut: part affinity fields, identity channels, DLCRNet; not supported"
@@ -119,6 +120,9 @@ DLC_KEYS = {
     **dict.fromkeys(("lr_init", "decay_steps", "alpha_r"), DLC_COSINE),
     "num_prefetch": DLC_LOADER,
 }
+# Keys both programs have that mean something else in DeepLabCut: left at fastpose's default.
+DLC_REDEFINED = {"min_input_size": "DeepLabCut skips smaller training images; fastpose's scales them up, at inference "
+                                   "too, so it stays 0"}
 # DeepLabCut's own dataset_type values (its data loaders); they mean fastpose's `default` (the project's joint set).
 DLC_DATASET_TYPES = ("imgaug", "scalecrop", "tensorpack", "deterministic", "default", "multi-animal-imgaug")
 
@@ -490,15 +494,26 @@ def from_dlc(raw: dict, path: Path) -> tuple[dict, str]:
                         f"MobileNet, EfficientNet or DLCRNet models. Train a ResNet shuffle of the project "
                         f"(deeplabcut.create_training_dataset(config, net_type='resnet_50')) or use DeepLabCut for "
                         f"this one.")
-    out = {k: v for k, v in raw.items() if k in FIELDS}
-    ignored: dict[str, list[str]] = {}
+    out = {k: v for k, v in raw.items() if k in FIELDS and k not in DLC_REDEFINED}
+    ignored: dict[str, list[str]] = {why: [key] for key, why in DLC_REDEFINED.items() if key in raw}
+    extras: list[str] = []
+    mapped = set()  # DeepLabCut keys that become fastpose keys
+    if out.get("dataset_type") == "imgaug" and "rotation_range" not in out:
+        # DeepLabCut's imgaug loader (pose_imgaug.py): `rotation` R (an int; true or absent: 25; 0/false: off) rotates
+        # by U(-R, R) degrees with probability `rotateratio` (default 0.4; it never reads the template's rotratio).
+        angle = raw.get("rotation", True)
+        angle = angle if isinstance(angle, int) and not isinstance(angle, bool) else 25 if angle else 0
+        if angle > 0:
+            out["rotation_range"], out["rotation_p"] = [-angle, angle], raw.get("rotateratio", 0.4)
+            extras.append(f"rotation as its imgaug loader: rotation_range {out['rotation_range']}, rotation_p "
+                          f"{out['rotation_p']}")
+            mapped = {"rotation", "rotateratio"}
     if out.get("dataset_type") in DLC_DATASET_TYPES and out["dataset_type"] != "default":
         ignored[DLC_LOADER + "; fastpose's dataset_type is default"] = [f"dataset_type {out['dataset_type']}"]
         out["dataset_type"] = "default"
     for key in raw:
-        if key in DLC_KEYS:
+        if key in DLC_KEYS and key not in mapped:
             ignored.setdefault(DLC_KEYS[key], []).append(key)
-    extras = []
     project = dlc_project(path, raw)
     dataset = out.get("dataset")
     if isinstance(dataset, str) and dataset and not Path(dataset).is_absolute() and project is not None:
@@ -511,7 +526,7 @@ def from_dlc(raw: dict, path: Path) -> tuple[dict, str]:
         if sorted(by_joint) == list(range(len(groups))):
             out["joint_names"] = [by_joint[j] for j in range(len(groups))]
             extras.append("joint names from all_joints_names")
-    used = sorted(k for k in raw if k in FIELDS and k not in NO_EFFECT and k != "dataset_type")
+    used = sorted({k for k in out if k in raw and k not in NO_EFFECT and k != "dataset_type"} | (mapped & set(raw)))
     note = (f"note: {where} is a DeepLabCut 2.x pose_cfg.yaml. fastpose uses {', '.join(used) or 'none of its keys'}"
             + (f" ({'; '.join(extras)})" if extras else "") + "; it ignores "
             + ("; ".join(f"{', '.join(keys)} ({why})" for why, keys in ignored.items()) or "nothing") + ".")

@@ -3,13 +3,23 @@ DeepLabCut 2.x training folder (the TF-built fixtures of tests/data/tf), and its
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+import torch
 import yaml
+from typer.testing import CliRunner
 
 from fastpose import config
+from fastpose.checkpoint import config_from_snapshot, load_model, load_snapshot
+from fastpose.cli import app
+from fastpose.decode import decode
 from fastpose.errors import UserError
+from fastpose.model import infer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHUFFLE = "dlc-models/iteration-0/ReachingAug30-trainset95shuffle1/train"
@@ -63,11 +73,16 @@ def test_dlc_pose_cfg_loads_with_its_keys_reported(tmp_path, capsys):
     assert cfg.dataset == str(project / "training-datasets/iteration-0/UnaugmentedDataSet_ReachingAug30/"
                                         "Reaching_Mackenzie95shuffle1.mat")
     assert cfg.init_weights.endswith("pretrained/resnet_v1_50.ckpt") and cfg.global_scale == 0.8
+    assert cfg.min_input_size == 0  # DeepLabCut's 64 skips small training images; fastpose's would scale them up
     note = capsys.readouterr().err
     assert note.count("DeepLabCut 2.x pose_cfg.yaml") == 1  # one paragraph
     assert "dataset_type imgaug" in note and "rotation" in note and "project_path" in note and "lr_init" in note
+    assert "min_input_size (DeepLabCut skips smaller training images" in note
     used = note.split("fastpose uses ")[1].split(" (")[0].split(", ")
-    assert "rotation" not in used and {"net_type", "all_joints_names", "global_scale", "multi_step"} <= set(used)
+    assert "apply_prob" not in used and {"net_type", "all_joints_names", "global_scale", "rotation"} <= set(used)
+    # DeepLabCut's imgaug loader rotates by U(-25, 25) degrees with probability rotateratio (absent: 0.4; the
+    # template's rotratio is never read by it).
+    assert cfg.rotation_range == [-25.0, 25.0] and cfg.rotation_p == 0.4
     # The resolved config is a plain fastpose config: saved and loaded back, it is the same.
     saved = tmp_path / "resolved.yaml"
     cfg.save(saved)
@@ -98,3 +113,159 @@ def test_dlc_networks_fastpose_cannot_build_are_one_paragraph(tmp_path, net):
     with pytest.raises(UserError, match=f"net_type {net} is a DeepLabCut network fastpose does not support") as e:
         config.load(train / "pose_cfg.yaml")
     assert "\n" not in str(e.value)
+
+
+# ----- fastpose import-tf on the TF-built fixtures (tools/tf_fixtures.py) -----
+
+TF = Path(__file__).resolve().parent / "data" / "tf"
+R50 = TF / "r50_all"  # ResNet-50 at 1/16 width, 3 joints, heads part, locref, pairwise, intermediate (block3 unit 2)
+NAMES = ["snout", "left_ear", "right_ear"]
+
+
+def dlc_folder(tmp_path: Path, **changes) -> Path:
+    """A DeepLabCut 2.x training folder holding the r50_all weights as snapshot-40 (index + data + meta, as
+    DeepLabCut's Saver writes them) and a broken snapshot-5 (truncated data) that is the newest by file date."""
+    train = write_dlc(tmp_path, dlc_pose_cfg(**{
+        "num_joints": 3, "all_joints": [[0], [1], [2]], "all_joints_names": NAMES, "global_scale": 1.0,
+        "intermediate_supervision": True, "intermediate_supervision_layer": 2, **changes}))
+    for n in (5, 40):
+        (train / f"snapshot-{n}.index").write_bytes((R50 / "model.ckpt.index").read_bytes())
+        (train / f"snapshot-{n}.meta").write_bytes(b"\x0a\x00")  # the graph: import-tf never reads it
+    data = (R50 / "model.ckpt.data-00000-of-00001").read_bytes()
+    (train / "snapshot-40.data-00000-of-00001").write_bytes(data)
+    (train / "snapshot-5.data-00000-of-00001").write_bytes(data[: len(data) // 2])
+    newer = (train / "snapshot-40.index").stat().st_mtime + 60
+    for name in ("snapshot-5.index", "snapshot-5.data-00000-of-00001"):
+        os.utime(train / name, (newer, newer))
+    return train
+
+
+def cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """The DeepLabCut-style folder imported with `fastpose import-tf`: (snapshot path, CLI result)."""
+    root = tmp_path_factory.mktemp("dlc")
+    train = dlc_folder(root)
+    out = root / "imported.pt"
+    res = cli("import-tf", str(train.parent), "--out", str(out), "--set", "backbone_width=0.0625")
+    return out, res
+
+
+def test_import_dlc_folder_takes_the_newest_snapshot_by_number(imported):
+    out, res = imported
+    assert res.exit_code == 0, res.output
+    ckpt = load_snapshot(out)
+    assert ckpt["iteration"] == 40 and ckpt["optimizer"] is None
+    assert ckpt["extra"]["imported_from"].endswith("train/snapshot-40")
+    assert ckpt["extra"]["tensorflow_format"] == "V2"
+    cfg = config_from_snapshot(ckpt, out)
+    assert cfg.backbone_layout == "slim" and cfg.backbone_width == 0.0625 and cfg.net_type == "resnet_50"
+    assert cfg.joint_names == NAMES and cfg.num_joints == 3 and cfg.init_weights == ""
+    assert cfg.intermediate_supervision and not cfg.pairwise_predict
+    assert "pairwise" in res.output and "iteration 40" in res.output  # the head the config leaves off is named
+
+
+def test_imported_network_gives_tensorflows_outputs(imported):
+    # load_model + the inference rule (unpadded per size in the slim layout) on TF's own inputs: TF's outputs.
+    out, _ = imported
+    model, cfg = load_model(out, torch.device("cpu"))
+    golden = np.load(R50 / "golden.npz")
+    for i in range(4):
+        x = torch.from_numpy(golden[f"input_{i}"]).permute(0, 3, 1, 2)  # (1, 3, H, W)
+        heads = infer(model, x.contiguous(), torch.tensor([x.shape[2:]]))
+        for head in ("part", "locref", "intermediate"):
+            tf_out = torch.from_numpy(golden[f"{head}_{i}"]).permute(0, 3, 1, 2)  # NHWC -> (1, C, h, w)
+            assert heads[head].shape == tf_out.shape
+            assert (heads[head] - tf_out).abs().max().item() < 1e-4, (head, i)
+
+
+def test_predict_on_the_imported_snapshot_decodes_as_tensorflow(imported, tmp_path):
+    # `fastpose predict` on the golden inputs as image files (they are 8-bit images minus mean_pixel) against
+    # fastpose.decode of TF's own maps: the same cells, positions and scores.
+    out, _ = imported
+    golden = np.load(R50 / "golden.npz")
+    images = tmp_path / "images"
+    images.mkdir()
+    expected, mean = {}, np.array(config.Config().mean_pixel)
+    for i in range(4):
+        pixels = golden[f"input_{i}"][0] + mean  # (H, W, 3) RGB
+        assert np.abs(pixels - np.round(pixels)).max() < 1e-3, "inputs are not 8-bit images: run tools/tf_fixtures.py"
+        pixels = np.round(pixels).astype(np.uint8)
+        cv2.imwrite(str(images / f"im{i}.png"), cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+        part = torch.from_numpy(golden[f"part_{i}"]).permute(0, 3, 1, 2)  # (1, K, h, w) logits
+        locref = torch.from_numpy(golden[f"locref_{i}"]).permute(0, 3, 1, 2)  # (1, 2K, h, w)
+        expected[f"im{i}"] = decode(part, locref, 8, 7.2801, torch.tensor([pixels.shape[:2]]))[0].numpy()  # (K, 3)
+    res = cli("predict", str(images), "--checkpoint", str(out), "--out", str(tmp_path / "preds"), "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    for stem, want in expected.items():
+        doc = json.loads((tmp_path / "preds" / f"{stem}.json").read_text())
+        assert [j["name"] for j in doc["joints"]] == NAMES
+        got = np.array([[j["x"], j["y"], j["score"]] for j in doc["joints"]])  # (K, 3)
+        np.testing.assert_allclose(got[:, :2], want[:, :2], rtol=0, atol=1e-3)
+        np.testing.assert_allclose(got[:, 2], want[:, 2], rtol=0, atol=1e-5)
+
+
+def reference_config(tmp_path: Path, **changes) -> Path:
+    """A pose-tensorflow style pose_cfg.yaml for the r50_all network (3 joints, one symmetric pair)."""
+    values = {"net_type": "resnet_50", "backbone_width": 0.0625, "num_joints": 3, "all_joints": [[0, 1], [2]],
+              "all_joints_names": ["ear", "snout"], "global_scale": 1.0, "location_refinement": True,
+              "intermediate_supervision": True, "intermediate_supervision_layer": 2, "pairwise_predict": True,
+              "pairwise_stats_fn": "pairwise_stats.mat", **changes}
+    path = tmp_path / "pose_cfg.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_import_v1_file_and_v2_prefix_give_the_same_snapshot(tmp_path):
+    cfg_file = reference_config(tmp_path)
+    for name, source in (("v2.pt", R50 / "model.ckpt"), ("v2_index.pt", R50 / "model.ckpt.index"),
+                         ("v1.pt", R50 / "model_v1.ckpt")):
+        res = cli("import-tf", str(source), "--config", str(cfg_file), "--out", str(tmp_path / name))
+        assert res.exit_code == 0, res.output
+        assert "pairwise_stats_fn" in res.output  # the statistics the pairwise head needs are not there: a note
+    v2, v2_index, v1 = (load_snapshot(tmp_path / n) for n in ("v2.pt", "v2_index.pt", "v1.pt"))
+    assert v1["extra"]["tensorflow_format"] == "V1" and v2["extra"]["tensorflow_format"] == "V2"
+    assert v2["model"].keys() == v1["model"].keys() and any(k.startswith("pairwise.") for k in v1["model"])
+    for key, value in v2["model"].items():
+        assert torch.equal(value, v1["model"][key]) and torch.equal(value, v2_index["model"][key]), key
+    tensors = np.load(R50 / "tensors.npz")
+    np.testing.assert_array_equal(v2["model"]["part.deconv.bias"].numpy(), tensors["pose/part_pred/block4/biases"])
+    assert v2["iteration"] == int(tensors["global_step"])  # no -<N> in the name: TF's global_step
+
+
+def test_import_bad_inputs_are_one_paragraph(tmp_path):
+    def error(*args) -> str:
+        res = cli("import-tf", *args, "--out", str(tmp_path / "out.pt"))
+        assert isinstance(res.exception, UserError), res.output
+        assert not (tmp_path / "out.pt").exists()
+        return str(res.exception)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "holds no snapshot-<N>.index" in error(str(empty))
+    meta_only = tmp_path / "meta" / "train"
+    meta_only.mkdir(parents=True)
+    (meta_only / "snapshot-40.meta").write_bytes(b"\x0a\x00")
+    assert "a .meta file is TensorFlow's graph, not the weights" in error(str(meta_only.parent))
+    assert "is a TensorFlow .meta file: the graph" in error(str(meta_only / "snapshot-40.meta"))
+    lone = tmp_path / "lone" / "resnet_v1_50.ckpt"  # a checkpoint without a pose_cfg.yaml beside it
+    lone.parent.mkdir()
+    lone.write_bytes((R50 / "model_v1.ckpt").read_bytes())
+    assert "No config for" in error(str(lone)) and "pass --config" in error(str(lone))
+    # A config whose joint count disagrees with the checkpoint's part head.
+    train = dlc_folder(tmp_path / "k4", num_joints=4, all_joints=[[0], [1], [2], [3]],
+                       all_joints_names=[*NAMES, "tail"])
+    assert "part head predicts 3 joints" in error(str(train), "--set", "backbone_width=0.0625")
+    # A head the config needs that the checkpoint lacks (r101_plain: part and locref only).
+    plain = reference_config(tmp_path, net_type="resnet_101", num_joints=2, all_joints=[[0, 1]],
+                             all_joints_names=["ear"], intermediate_supervision=False)
+    assert "has no pose/pairwise_pred/block4 head" in error(str(TF / "r101_plain" / "model.ckpt"), "--config",
+                                                            str(plain))
+    # Multi-animal DeepLabCut models and networks fastpose cannot build.
+    train = dlc_folder(tmp_path / "ma", partaffinityfield_predict=True, num_idchannel=2)
+    assert "multi-animal DeepLabCut model" in error(str(train))
+    train = dlc_folder(tmp_path / "mobile", net_type="mobilenet_v2_1.0")
+    assert "mobilenet_v2_1.0 is a DeepLabCut network fastpose does not support" in error(str(train))
