@@ -37,6 +37,7 @@ from fastpose.draw import draw_persons, draw_pose, person_colour
 from fastpose.errors import USER_FIXABLE_ERRNOS, UserError, out_folder
 from fastpose.export import OnnxModel, onnx_for
 from fastpose.images import eval_size, network_batch
+from fastpose.model import infer
 from fastpose.pipeline import ALIGN
 from fastpose.predict import all_persons, choose_engine, onnx_batch, single_joints
 from fastpose.tracks import Tracker, dlc_table, scorer_name, write_table
@@ -244,7 +245,9 @@ def analyze_video(model, cfg, info: VideoInfo, base: Path, dev: torch.device, op
                 else:
                     try:
                         with torch.no_grad(), autocast(cfg.precision, dev):
-                            heads = model(batch.to(dev, non_blocking=True).contiguous(memory_format=layout))
+                            # infer: the slim layout sees the frames unpadded, as TF did
+                            heads = infer(model, batch.to(dev, non_blocking=True).contiguous(memory_format=layout),
+                                          valid_hw)
                     except torch.OutOfMemoryError:
                         raise UserError(f"Out of GPU memory analysing {info.path} (batch size {opts.batch_size}, "
                                         f"frames {info.width} x {info.height}). Pass a smaller --batch-size, or "

@@ -49,6 +49,7 @@ from fastpose.errors import UserError, out_file
 from fastpose.images import batch_images, prepare_image
 from fastpose.kernels import _multicut
 from fastpose.kernels.pairwise import pair_id
+from fastpose.model import infer
 from fastpose.pairwise import stats_for
 from fastpose.pipeline import decode_rgb
 from fastpose.shards import ShardDataset
@@ -409,7 +410,7 @@ def _image_outputs(net, cfg, data: ShardDataset, indices, device):
         prepared, (h, w) = prepare_image(image, cfg)
         scale = h / image.shape[0]
         with torch.no_grad(), autocast(cfg.precision, device):
-            heads = net(batch_images([prepared]).to(device))
+            heads = infer(net, batch_images([prepared]).to(device), torch.tensor([[h, w]]))  # slim: unpadded
         gt = np.asarray(data.joints(i), np.float64).copy()  # (P, K, 3) sample pixels
         gt[..., :2] = (gt[..., :2] + 0.5) * scale - 0.5
         # Only the cells inside the unpadded image: padding never detects.

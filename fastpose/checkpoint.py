@@ -22,7 +22,7 @@ from fastpose import __version__
 from fastpose.config import FIELDS, Config, load, validate
 from fastpose.device import memory_format
 from fastpose.errors import USER_FIXABLE_ERRNOS, UserError, cause
-from fastpose.model import PoseNet, build_model
+from fastpose.model import PoseNet, build_model, layout_of
 
 # Wrappers that prefix parameter names: DistributedDataParallel ('module.') and torch.compile ('_orig_mod.').
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -220,12 +220,32 @@ def bind_snapshot_joints(cfg: Config, ckpt: dict, checkpoint: str | Path) -> Con
     return cfg
 
 
+def bind_snapshot_network(cfg: Config, ckpt: dict, checkpoint: str | Path) -> Config:
+    """cfg with the backbone the snapshot was trained in: its backbone_layout (resolved; a snapshot older than the
+    key is torchvision) where cfg says auto, its backbone_width where cfg has the default 1. Both layouts have the same
+    parameter names and shapes, so a wrong layout would load silently: a cfg that names another one is a UserError."""
+    saved = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    trained = {"backbone_layout": layout_of(saved.get("backbone_layout", "auto")),
+               "backbone_width": saved.get("backbone_width", 1.0)}
+    cfg = dataclasses.replace(cfg)  # the caller's config is left as it was
+    for key, default in (("backbone_layout", "auto"), ("backbone_width", 1.0)):
+        given = getattr(cfg, key)
+        if given != default and given != trained[key]:
+            raise UserError(f"The config sets {key} = {given}, but {checkpoint} was trained with {key} = "
+                            f"{trained[key]}: the weights belong to that network. Remove {key} from the config (the "
+                            f"snapshot brings it), or pass a snapshot trained with {key} = {given}.")
+        setattr(cfg, key, trained[key])
+    validate(cfg, f"config + {checkpoint}")
+    return cfg
+
+
 def load_model(checkpoint: str | Path, device: torch.device, cfg: Config | None = None) -> tuple[PoseNet, Config]:
     """(the network in eval mode on `device`, its Config) from a snapshot path; cfg defaults to the snapshot's own,
     and a given cfg's open joint set is filled from the snapshot (`bind_snapshot_joints`). A config whose network does
     not fit the snapshot's weights is a UserError naming the first mismatches."""
     ckpt = load_snapshot(checkpoint)
     cfg = config_from_snapshot(ckpt, checkpoint) if cfg is None else bind_snapshot_joints(cfg, ckpt, checkpoint)
+    cfg = bind_snapshot_network(cfg, ckpt, checkpoint)  # the returned cfg names the layout built, never auto
     if not isinstance(ckpt["model"], dict):
         raise UserError(f"{checkpoint}: its model weights are a {type(ckpt['model']).__name__}, not a state_dict: the "
                         f"snapshot is damaged. Use another snapshot of that run.")

@@ -46,6 +46,7 @@ from fastpose.config import Config, with_joints
 from fastpose.decode import decode, to_sample, to_source
 from fastpose.device import autocast, memory_format, pick_device
 from fastpose.errors import UserError, out_file, out_folder
+from fastpose.model import infer
 from fastpose.pipeline import build_loader, decode_rgb
 from fastpose.shards import ShardDataset, read_manifest
 
@@ -71,8 +72,8 @@ def predict_split(model, cfg: Config, dataset_dir: str | Path, split: str, batch
     layout = memory_format(cfg.channels_last, device)
     for batch in loader:
         images = batch.images.to(device, non_blocking=True).contiguous(memory_format=layout)
-        with autocast(cfg.precision, device):
-            heads = model(images)
+        with autocast(cfg.precision, device):  # infer: the slim layout sees each image unpadded, as TF did
+            heads = infer(model, images, batch.valid_hw)
         joints = decode(heads["part"], heads["locref"], cfg.stride, cfg.locref_stdev,
                         batch.valid_hw.to(device))  # (B, K, 3) network-input pixels
         index = batch.index.cpu()

@@ -31,6 +31,8 @@ from fastpose.checkpoint import load_model, load_snapshot
 from fastpose.decode import decode, to_sample
 from fastpose.errors import UserError, cause, out_file
 from fastpose.images import eval_size, network_input
+from fastpose.model import runs_unpadded
+from fastpose.pipeline import ALIGN
 
 FORMATS = ("onnx", "exported", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "exported": ".pt2", "torchscript": ".ts.pt"}
@@ -68,7 +70,9 @@ class InferenceGraph(nn.Module):
         return names
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        batch, valid_hw, ratio = network_input(images, self.cfg, self.resized)  # (N, 3, H', W'), (N, 2), (N, 2)
+        # (N, 3, H', W'), (N, 2), (N, 2); unpadded for the slim layout (one size per call: TF's outputs as they are)
+        batch, valid_hw, ratio = network_input(images, self.cfg, self.resized,
+                                               1 if runs_unpadded(self.model) else ALIGN)
         # detached: a loaded TorchScript / torch.export module runs with autograd on, and no user wants its graph
         out = {k: None if v is None else v.detach() for k, v in self.model(batch).items()}
         joints = decode(out["part"], out["locref"], self.cfg.stride, self.cfg.locref_stdev, valid_hw)  # (N, K, 3)
@@ -223,8 +227,12 @@ class OnnxModel:
                 raise UserError(f"--engine onnxruntime on {device}: this onnxruntime {ort.__version__} has no CUDA "
                                 f"provider. Install onnxruntime-gpu instead of onnxruntime, or pass --device cpu.")
             providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        # as many threads as torch would use (torch.set_num_threads / OMP_NUM_THREADS), so that the engines compare at
+        # equal threads and a user's thread limit holds for both; ORT's own default is the physical core count
+        options.intra_op_num_threads = torch.get_num_threads()
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as e:  # onnxruntime raises its own types for a foreign or truncated file
             raise UserError(f"{path} could not be loaded by ONNX Runtime ({cause(e)}). Pass an .onnx file written "
                             f"by `fastpose export`, or export the snapshot again.") from None

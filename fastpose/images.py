@@ -76,12 +76,13 @@ def resize_weights(size: int, new: torch.Tensor, rows: int | torch.Tensor) -> to
     return torch.where(i < new.to(torch.float64), weights, torch.zeros_like(weights)).to(torch.float32)
 
 
-def network_input(images: torch.Tensor, cfg, resized: tuple[int, int] | None = None
+def network_input(images: torch.Tensor, cfg, resized: tuple[int, int] | None = None, align: int = ALIGN
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(N, H, W, 3) uint8 RGB images of one size -> (batch (N, 3, H', W') float32 resized by the eval geometry,
-    mean_pixel subtracted and padded with 0 to multiples of ALIGN; valid_hw (N, 2) int64 resized h, w; ratio (N, 2)
+    mean_pixel subtracted and padded with 0 to multiples of `align`; valid_hw (N, 2) int64 resized h, w; ratio (N, 2)
     float64 x, y: the real per-axis resize ratios, resized / original size). resized: the (h, w) that `eval_size`
     gives for these images when the caller knows it (an export for one fixed input size), else computed here.
+    align 1: no padding (the export of a slim-layout network, `fastpose.model.runs_unpadded`).
 
     Plain tensor ops only: `fastpose.export` traces this very function into the exported graph (the resized size is
     data there, hence `.item()` with its bounds checked for torch.export)."""
@@ -102,7 +103,7 @@ def network_input(images: torch.Tensor, cfg, resized: tuple[int, int] | None = N
         rh, rw = resized
         res_h = torch.scalar_tensor(rh, dtype=torch.int64, device=dev)
         res_w = torch.scalar_tensor(rw, dtype=torch.int64, device=dev)
-    ph, pw = (rh + ALIGN - 1) // ALIGN * ALIGN, (rw + ALIGN - 1) // ALIGN * ALIGN  # padded sizes
+    ph, pw = (rh + align - 1) // align * align, (rw + align - 1) // align * align  # padded sizes
     mean = torch.tensor([float(v) for v in cfg.mean_pixel], dtype=torch.float32, device=dev)
     x = images.permute(0, 3, 1, 2).to(torch.float32) - mean[:, None, None]  # (N, 3, H, W)
     x = torch.matmul(resize_weights(h, res_h, ph), x)  # (N, 3, H', W): rows resized and padded

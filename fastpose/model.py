@@ -128,8 +128,9 @@ class Bottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.downsample is not None:
             identity = self.downsample(x)
-        else:  # (B, C, ceil(H/s), ceil(W/s)): slim's 1x1 max-pool subsampling (s = 1: the input itself)
-            identity = x if self.stride == 1 else x[:, :, :: self.stride, :: self.stride]
+        else:  # (B, C, ceil(H/s), ceil(W/s)): slim's 1x1 max-pool subsampling (s = 1: the input itself); a pool, not
+            # x[::s, ::s], so that traced sizes have the strided conv's formula floor((H - 1) / s) + 1
+            identity = x if self.stride == 1 else F.max_pool2d(x, 1, self.stride)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -138,12 +139,28 @@ class Bottleneck(nn.Module):
 
 class SamePool(nn.Module):
     """TF's max_pool2d(3x3, stride 2, padding SAME) on any size: per axis of size m, pad (m % 2) before and 1 after
-    with -inf (TF: total max(3 - s, 0) or max(3 - m % s, 0), the smaller half before), then a VALID pool."""
+    with -inf (TF: total max(3 - s, 0) or max(3 - m % s, 0), the smaller half before), then a VALID pool.
+
+    Traced (torch.export, ONNX, TorchScript, torch.compile) a pad that depends on the parity gives sizes the symbolic
+    shape engine cannot compare, so there each axis is pooled both ways, windows [2i - 1, 2i + 1] (odd m) and [2i,
+    2i + 2] (even m), both of size ceil(m/2), and the parity picks one (max pooling is separable, so per axis)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return self._axis(self._axis(x, 2), 3)
         h, w = x.shape[-2:]
         x = F.pad(x, (w % 2, 1, h % 2, 1), value=float("-inf"))  # (B, C, H + 1 + H % 2, W + 1 + W % 2)
         return F.max_pool2d(x, 3, 2)  # (B, C, ceil(H/2), ceil(W/2))
+
+    @staticmethod
+    def _axis(x: torch.Tensor, dim: int) -> torch.Tensor:
+        """(B, C, H, W) pooled 3 / stride 2 along dim (2: rows, 3: columns) with TF's SAME windows."""
+        rows = dim == 2
+        kernel, stride = ((3, 1), (2, 1)) if rows else ((1, 3), (1, 2))
+        centred = F.max_pool2d(x, kernel, stride, padding=(1, 0) if rows else (0, 1))  # pads count as -inf
+        shifted = F.max_pool2d(F.pad(x, (0, 0, 0, 2) if rows else (0, 2), value=float("-inf")), kernel, stride)
+        odd = torch.remainder(torch.scalar_tensor(x.shape[dim], dtype=torch.int64, device=x.device), 2) == 1
+        return torch.where(odd, centred, shifted)
 
 
 def stage_depths(width: float) -> list[int]:
@@ -326,11 +343,11 @@ def output_size(size: int) -> int:
     return 2 * (-(-size // 16))
 
 
-def layout_of(cfg) -> str:
-    """The layout a config builds: its backbone_layout, with "auto" as torchvision. Training resolves auto before
+def layout_of(backbone_layout: str) -> str:
+    """The layout a config's backbone_layout builds, "auto" as torchvision. Training resolves auto before
     (`fastpose.tfweights.resolve_layout`: slim for TF init_weights) and saves the result, so an "auto" that reaches
     here is a config without TF weights or a snapshot older than the key: both torchvision."""
-    return "slim" if cfg.backbone_layout == "slim" else "torchvision"
+    return "slim" if backbone_layout == "slim" else "torchvision"
 
 
 def build_model(cfg) -> PoseNet:
@@ -341,8 +358,8 @@ def build_model(cfg) -> PoseNet:
     return PoseNet(cfg.net_type, cfg.num_joints, location_refinement=cfg.location_refinement,
                    intermediate_supervision=cfg.intermediate_supervision,
                    intermediate_supervision_layer=cfg.intermediate_supervision_layer,
-                   pairwise_predict=cfg.pairwise_predict, freeze_bn=cfg.freeze_bn, layout=layout_of(cfg),
-                   width=cfg.backbone_width)
+                   pairwise_predict=cfg.pairwise_predict, freeze_bn=cfg.freeze_bn,
+                   layout=layout_of(cfg.backbone_layout), width=cfg.backbone_width)
 
 
 def runs_unpadded(model: nn.Module) -> bool:

@@ -23,6 +23,7 @@ from fastpose.draw import draw_persons, draw_pose
 from fastpose.errors import UserError, out_folder
 from fastpose.export import OnnxModel, onnx_for
 from fastpose.images import network_batch, read_image
+from fastpose.model import infer
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Inference engines: torch runs the snapshot's network eagerly; onnxruntime runs the `fastpose export` ONNX graph
@@ -52,8 +53,9 @@ def expand_inputs(items: list[str]) -> list[Path]:
 def _forward(model, cfg, images: list[np.ndarray], device: torch.device):
     """Heads of a list of (H, W, 3) uint8 RGB images: (heads dict, valid_hw (B, 2) resized h, w, ratio (B, 2) x, y)."""
     batch, valid_hw, ratio = network_batch(images, cfg)
-    with autocast(cfg.precision, device):
-        heads = model(batch.to(device).contiguous(memory_format=memory_format(cfg.channels_last, device)))
+    with autocast(cfg.precision, device):  # infer: the slim layout sees each image unpadded, as TF did
+        heads = infer(model, batch.to(device).contiguous(memory_format=memory_format(cfg.channels_last, device)),
+                      valid_hw)
     return heads, valid_hw, ratio
 
 

@@ -33,6 +33,7 @@ import re
 import numpy as np
 import torch
 
+from fastpose.config import SLIM_NET_TYPES
 from fastpose.errors import UserError
 from fastpose.model import ARCHS, BASE_DEPTHS, HEAD_NAMES, PoseNet, load_imagenet, stage_depths
 from fastpose.tfckpt import is_tf_checkpoint, open_checkpoint
@@ -212,7 +213,13 @@ def resolve_layout(cfg) -> str:
     V2 prefix), else torchvision."""
     if cfg.backbone_layout != "auto":
         return cfg.backbone_layout
-    return "slim" if cfg.init_weights and is_tf_checkpoint(cfg.init_weights) else "torchvision"
+    if not (cfg.init_weights and is_tf_checkpoint(cfg.init_weights)):
+        return "torchvision"
+    if cfg.net_type not in SLIM_NET_TYPES:
+        raise UserError(f"init_weights {cfg.init_weights} is a TensorFlow checkpoint (TF-slim resnet_v1, bottleneck "
+                        f"units only), but net_type is {cfg.net_type}. Set net_type to the checkpoint's depth "
+                        f"({', '.join(SLIM_NET_TYPES)}), or use torchvision weights (`fastpose weights download`).")
+    return "slim"
 
 
 def init_weights(model: PoseNet, cfg) -> str:

@@ -26,6 +26,7 @@ gradients; rank 0 logs and saves.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -55,9 +56,10 @@ from fastpose.errors import UserError, out_folder
 from fastpose.kernels.losses import locref_loss, part_loss
 from fastpose.kernels.pairwise import make_pairwise_targets
 from fastpose.kernels.targets import make_targets
-from fastpose.model import build_model, load_imagenet
+from fastpose.model import build_model
 from fastpose.pairwise import sample_stats, stats_for
 from fastpose.pipeline import Loader, build_loader
+from fastpose.tfweights import init_weights, resolve_layout
 
 console = Console(stderr=True)
 
@@ -233,7 +235,6 @@ def setup(cfg: Config, *, resume: bool, max_iters: int | None, quiet: bool) -> R
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    model = build_model(cfg)
     newest = checkpoint.latest_snapshot(out_dir, cfg.snapshot_prefix)
     if resume and newest is None:
         raise UserError(f"--resume: no {cfg.snapshot_prefix}-*.pt in {out_dir}. Start without --resume, or point "
@@ -243,13 +244,17 @@ def setup(cfg: Config, *, resume: bool, max_iters: int | None, quiet: bool) -> R
                         f"continue that run, or set another out_dir (--set out_dir=...) to start a new one; a fresh "
                         f"start there would mix two runs' snapshots.")
     snapshot = newest if resume else None
+    ckpt = None
+    if snapshot is not None:
+        ckpt = checkpoint.load_snapshot(snapshot, map_location=device)
+        cfg = checkpoint.bind_snapshot_network(cfg, ckpt, snapshot)  # the layout the run was started in
+    else:  # auto: slim for TF init_weights; saved resolved in config.yaml and every snapshot
+        cfg = dataclasses.replace(cfg, backbone_layout=resolve_layout(cfg))
+    model = build_model(cfg)
     if snapshot is None and cfg.init_weights:
-        report = load_imagenet(model, cfg.init_weights)
+        line = init_weights(model, cfg)  # torchvision .pth: backbone; TF: backbone (+ heads of a pose model)
         if not quiet:
-            console.print(f"init_weights {cfg.init_weights}: {len(report['missing'])} missing, "
-                          f"{len(report['unexpected'])} unexpected keys (the heads are new)"
-                          + (f"; missing: {report['missing'][:5]}" if report["missing"] else "")
-                          + (f"; unexpected: {report['unexpected'][:5]}" if report["unexpected"] else ""))
+            console.print(line, highlight=False)
     model.to(device)
     channels_last = resolve_channels_last(cfg.channels_last, device)
     if channels_last:
@@ -260,8 +265,7 @@ def setup(cfg: Config, *, resume: bool, max_iters: int | None, quiet: bool) -> R
                       highlight=False)
     optimizer = make_optimizer(cfg, model)
     start_iter, position = 0, {"epoch": 0, "batch": 0}
-    if snapshot is not None:
-        ckpt = checkpoint.load_snapshot(snapshot, map_location=device)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         checkpoint.restore_rng(ckpt["rng"])
