@@ -25,8 +25,9 @@ depths 4, 8, 16, 32 instead of 64, 128, 256, 512; the root conv keeps 64 channel
 `resnet_v1_block` with the real scope names, so the variable names are the real scheme.
 
 Weights are random but not trivial: convolutions He-scaled; every batch norm's moving mean and variance set from the
-statistics its input really has on a calibration image (perturbed), gamma and beta random, so no batch norm is the
-identity and the outputs stay O(1) through 23 residual units (a float32 comparison at 1e-4 then means something).
+statistics its input really has on a calibration batch (4 other random images, perturbed), gamma and beta random, so
+no batch norm is the identity and the outputs stay O(1) through 23 residual units (a float32 comparison at 1e-4 then
+means something).
 A `global_step` int64 variable is saved too, as in TF-slim's ImageNet checkpoints. The `dtypes` fixture is a plain
 bag of variables of every dtype the reader supports (no network), V2 and V1.
 """
@@ -83,12 +84,12 @@ def import_tf():
 
 
 def build(tf, slim, resnet_v1, spec: dict):
-    """The graph: placeholder (1, H, W, 3) -> {head name: output tensor}."""
+    """The graph: placeholder (B, H, W, 3) -> {head name: output tensor}."""
     scope = f"resnet_v1_{spec['depth']}"
     base = [max(1, round(d * spec["width"])) for d in (64, 128, 256, 512)]
     blocks = [resnet_v1.resnet_v1_block(f"block{i + 1}", base_depth=base[i], num_units=spec["units"][i],
                                         stride=1 if i == 3 else 2) for i in range(4)]
-    x = tf.compat.v1.placeholder(tf.float32, [1, None, None, 3], name="input")
+    x = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3], name="input")
     with slim.arg_scope(resnet_v1.resnet_arg_scope()):
         net, end_points = resnet_v1.resnet_v1(x, blocks, num_classes=None, is_training=False, global_pool=False,
                                               output_stride=16, include_root_block=True, scope=scope)
@@ -137,7 +138,7 @@ def randomise(tf, sess, x, rng: np.random.Generator, calib: np.ndarray) -> None:
             continue
         bn = v.op.name[: -len("/moving_mean")]
         op = next(o for o in graph.get_operations() if o.name.startswith(bn + "/") and "FusedBatchNorm" in o.type)
-        pre = sess.run(op.inputs[0], {x: calib})  # (1, h, w, C) the conv output
+        pre = sess.run(op.inputs[0], {x: calib})  # (B, h, w, C) the conv output
         mean, var = pre.mean(axis=(0, 1, 2)), pre.var(axis=(0, 1, 2)) + 1e-3
         c = mean.shape[0]
         std = np.sqrt(var)
@@ -159,7 +160,7 @@ def pose_cfg(spec: dict) -> str:
         f"backbone_width: {spec['width']}",
         f"num_joints: {k}",
         f"all_joints: {all_joints}",
-        f"all_joints_names: {[f'joint{j}' for j in range(k)]}",
+        f"all_joints_names: {['-'.join(f'joint{j}' for j in group) for group in all_joints]}",  # one per group
         "init_weights: model.ckpt",
         "global_scale: 1.0",
         "stride: 8.0",
@@ -178,7 +179,7 @@ def pose_cfg(spec: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def make_network(name: str, spec: dict, out: Path, sizes: list[tuple[int, int]], tensors: bool = True) -> None:
+def make_network(name: str, spec: dict, out: Path, sizes: list[tuple[int, int]], compress: bool = True) -> None:
     tf, slim, resnet_v1 = import_tf()
     t0 = time.time()
     rng = np.random.default_rng(spec["seed"])
@@ -187,10 +188,13 @@ def make_network(name: str, spec: dict, out: Path, sizes: list[tuple[int, int]],
     graph = tf.Graph()
     with graph.as_default():
         x, heads = build(tf, slim, resnet_v1, spec)
-        inputs = [(rng.uniform(0, 255, (1, h, w, 3)) - np.array(MEAN_PIXEL)).astype(np.float32) for h, w in sizes]
+        # 8-bit images minus the mean: what fastpose computes from an image file, so `fastpose predict` on the PNG of
+        # input i must give exactly TF's outputs (tests/test_import_tf.py)
+        inputs = [(rng.integers(0, 256, (1, h, w, 3)) - np.array(MEAN_PIXEL)).astype(np.float32) for h, w in sizes]
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
-            randomise(tf, sess, x, rng, max(inputs, key=lambda a: a.size))  # the largest input calibrates
+            calib = (rng.uniform(0, 255, (4, 64, 64, 3)) - np.array(MEAN_PIXEL)).astype(np.float32)
+            randomise(tf, sess, x, rng, calib)
             golden = {}
             for i, image in enumerate(inputs):
                 golden[f"input_{i}"] = image
@@ -203,16 +207,16 @@ def make_network(name: str, spec: dict, out: Path, sizes: list[tuple[int, int]],
                 sess, str(folder / "model_v1.ckpt"), write_meta_graph=False, write_state=False)
             values = {v.op.name: sess.run(v) for v in variables}
     np.savez_compressed(folder / "golden.npz", **golden)
-    if tensors:
-        np.savez_compressed(folder / "tensors.npz", **values)
+    # Full-size tensors (100s of MB of random floats) do not compress; saving them plainly is much faster.
+    (np.savez_compressed if compress else np.savez)(folder / "tensors.npz", **values)
     (folder / "pose_cfg.yaml").write_text(pose_cfg(spec))
     stats = ", ".join(f"{k} std {float(np.std(v)):.2f}" for k, v in golden.items() if k.endswith("_0"))
     print(f"{name}: {len(values)} variables, {time.time() - t0:.1f} s; {stats}", flush=True)
 
 
 def make_dtypes(out: Path) -> None:
-    """Variables of every dtype the reader supports, odd shapes (scalar, empty, 1-D, 4-D), and enough names with a
-    long shared prefix that the .index table has several blocks and many restart points."""
+    """Variables of every dtype the reader supports (and one string), odd shapes (scalar, empty, 1-D, 4-D), and enough
+    names with a long shared prefix that the .index table has many restart points."""
     tf, _, _ = import_tf()
     rng = np.random.default_rng(7)
     folder = out / "dtypes"
@@ -235,13 +239,15 @@ def make_dtypes(out: Path) -> None:
     graph = tf.Graph()
     with graph.as_default():
         variables = [tf.compat.v1.Variable(v, name=k) for k, v in values.items()]
+        # A string tensor: the reader lists it and refuses to read it (not in tensors.npz: numpy would pickle it).
+        variables.append(tf.compat.v1.Variable(b"not a number", name="string"))
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             tf.compat.v1.train.Saver(variables).save(sess, str(folder / "model.ckpt"), write_meta_graph=False,
                                                      write_state=False)
             tf.compat.v1.train.Saver(variables, write_version=tf.compat.v1.train.SaverDef.V1).save(
                 sess, str(folder / "model_v1.ckpt"), write_meta_graph=False, write_state=False)
-            held = {v.op.name: sess.run(v) for v in variables}
+            held = {v.op.name: sess.run(v) for v in variables if v.op.name != "string"}
     np.savez_compressed(folder / "tensors.npz", **held)
     print(f"dtypes: {len(held)} variables", flush=True)
 
@@ -260,7 +266,7 @@ def main() -> None:
             make_dtypes(args.out)
     if args.full_size:
         for name, spec in FULL.items():
-            make_network(name, spec, args.full_size, FULL_SIZES)
+            make_network(name, spec, args.full_size, FULL_SIZES, compress=False)
 
 
 if __name__ == "__main__":
