@@ -69,10 +69,12 @@ def tf_arch(ckpt) -> dict:
         scopes = sorted({n.split("/", 1)[0] for n in names})
         low = " ".join(names).lower()
         what = next((label for key, label in FOREIGN if key in low), None)
-        kind = f"It holds {what} network" if what else "It has no resnet_v1_<depth> scope"
-        raise UserError(f"{ckpt.path}: {kind} (top-level scopes: {', '.join(scopes[:6]) or 'none'}). "
-                        f"{_fix(ckpt.path)}: for DeepLabCut MobileNet / EfficientNet models use DeepLabCut itself, "
-                        f"or retrain the project with a ResNet in fastpose.")
+        kind = f"holds {what} network" if what else "has no resnet_v1_<depth> scope"
+        raise UserError(f"The TensorFlow checkpoint {ckpt.path} {kind} (top-level scopes: "
+                        f"{', '.join(scopes[:6]) or 'none'}), and fastpose reads only TF-slim resnet_v1_50 / "
+                        f"resnet_v1_101 / resnet_v1_152 checkpoints (the reference's ImageNet weights, pose-tensorflow "
+                        f"and DeepLabCut 2.x ResNet models). DeepLabCut's MobileNet and EfficientNet models are not "
+                        f"supported: run those with DeepLabCut, or retrain the project with a ResNet in fastpose.")
     if len(depths) > 1 or depths[0] not in DEPTHS:
         raise UserError(f"{ckpt.path}: it holds the scopes {', '.join(f'resnet_v1_{d}' for d in depths)}. "
                         f"{_fix(ckpt.path)} (one network of depth 50, 101 or 152).")
