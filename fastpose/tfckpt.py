@@ -24,6 +24,7 @@ names the file, the tensor where known, and what to do.
 from __future__ import annotations
 
 import difflib
+import math
 import mmap
 import re
 from collections.abc import Iterator
@@ -129,6 +130,8 @@ def _fields(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
 
 def _message(buf: memoryview) -> dict[int, list]:
     """Field number -> its values in order (a scalar field's value is the last one, as protobuf merges)."""
+    if not isinstance(buf, memoryview):
+        raise _Corrupt("a record holds a number where a message belongs")
     out: dict[int, list] = {}
     for number, _, value in _fields(buf):
         out.setdefault(number, []).append(value)
@@ -141,12 +144,21 @@ def _int64(v: int) -> int:
 
 def _scalar(m: dict[int, list], number: int, default: int = 0) -> int:
     values = m.get(number)
+    if values and not isinstance(values[-1], int):
+        raise _Corrupt("a record holds bytes where a number belongs")
     return values[-1] if values else default
 
 
-def _text(m: dict[int, list], number: int) -> str:
+def _bytes(m: dict[int, list], number: int) -> memoryview | None:
     values = m.get(number)
-    return bytes(values[-1]).decode("utf-8", "replace") if values else ""
+    if values and not isinstance(values[-1], memoryview):
+        raise _Corrupt("a record holds a number where bytes belong")
+    return values[-1] if values else None
+
+
+def _text(m: dict[int, list], number: int) -> str:
+    value = _bytes(m, number)
+    return "" if value is None else bytes(value).decode("utf-8", "replace")
 
 
 def _shape(buf: memoryview | None) -> tuple[int, ...]:
@@ -167,17 +179,18 @@ def _slice(buf: memoryview) -> tuple[tuple[int, int | None], ...]:
     extents = []
     for e in _message(buf).get(1, []):
         m = _message(e)
-        extents.append((_int64(_scalar(m, 1)), _int64(m[2][-1]) if 2 in m else None))
+        extents.append((_int64(_scalar(m, 1)), _int64(_scalar(m, 2)) if 2 in m else None))
     return tuple(extents)
 
 
 def _tensor_values(buf: memoryview, code: int, count: int) -> np.ndarray:
     """The (count,) values of a TensorProto of dtype `code` (V1 files: the typed repeated field, or tensor_content)."""
     dtype = DTYPES[code]
-    m = _message(buf)
-    content = m.get(4)
-    if content and len(content[-1]):
-        raw = np.frombuffer(content[-1], dtype.newbyteorder("<")).astype(dtype)
+    content = _bytes(_message(buf), 4)
+    if content is not None and len(content):
+        if len(content) != count * dtype.itemsize:
+            raise _Corrupt(f"a slice holds {len(content)} bytes where its shape needs {count * dtype.itemsize}")
+        raw = np.frombuffer(content, dtype.newbyteorder("<")).astype(dtype)
     else:
         number = _VALUE_FIELD[code]
         parts: list[np.ndarray] = []
@@ -185,13 +198,18 @@ def _tensor_values(buf: memoryview, code: int, count: int) -> np.ndarray:
             if wire_number != number:
                 continue
             if number in _FIXED_FIELDS:  # packed (wire 2) or one value per field (wire 5 / 1)
-                fmt = _FIXED_FIELDS[number]
-                data = value if wire == 2 else int(value).to_bytes(np.dtype(fmt).itemsize, "little")
-                parts.append(np.frombuffer(data, fmt))
-            else:
+                fmt = np.dtype(_FIXED_FIELDS[number])
+                if wire not in (2, 5 if fmt.itemsize == 4 else 1) or wire == 2 and len(value) % fmt.itemsize:
+                    raise _Corrupt(f"a value field of {fmt.itemsize}-byte numbers is malformed")
+                parts.append(np.frombuffer(value if wire == 2 else value.to_bytes(fmt.itemsize, "little"), fmt))
+            elif wire in (2, 0):  # varints, packed or one per field
                 parts.append(_varints(value) if wire == 2 else np.array([value], np.uint64))
+            else:
+                raise _Corrupt("a value field of varints holds fixed-size numbers")
         flat = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
         if code in (8, 18):  # complex: (re, im) pairs
+            if flat.size % 2:
+                raise _Corrupt("a complex slice holds an odd count of numbers")
             raw = flat.astype(dtype.type(0).real.dtype).view(dtype)
         elif code == 19:  # half_val holds the float16 bit patterns as ints
             raw = flat.astype(np.uint16).view(np.float16)
@@ -339,7 +357,7 @@ class Checkpoint:
         """The tensor as TensorFlow saved it (same dtype, shape and bits)."""
         tensor = self._get(name)
         dtype = self.dtype(name)
-        count = int(np.prod(tensor.shape, dtype=np.int64))
+        count = math.prod(tensor.shape)
         if self.version == "V2":
             if tensor.sliced:
                 raise UserError(f"The tensor '{name}' of {self.path} is a partitioned variable (saved in slices), "
@@ -359,6 +377,9 @@ class Checkpoint:
         return self._read_v1(name, tensor, dtype, count)
 
     def _read_v1(self, name: str, tensor: _Tensor, dtype: np.dtype, count: int) -> np.ndarray:
+        if count > len(self._maps[0]):  # every value takes at least one byte of the file
+            raise UserError(f"The tensor '{name}' in {self.path} claims the shape {tensor.shape}, more values than the "
+                            f"file holds bytes: the file is damaged. Download or copy it again.")
         out = np.zeros(tensor.shape, dtype)
         covered = 0
         try:
@@ -492,6 +513,8 @@ def _open_v2(prefix: Path, table: Path, data: memoryview) -> Checkpoint:
         raise _Corrupt("its first entry is not the bundle header (is it a V1 checkpoint renamed to .index?)")
     header = _message(first[1])
     shards = _scalar(header, 1, 1)
+    if not 1 <= shards < 100000:
+        raise _Corrupt(f"its header claims {shards} data shards")
     big_endian = _scalar(header, 2) == 1
     version = _message(header[3][-1]) if 3 in header else {}
     if _scalar(version, 2) > BUNDLE_VERSION:

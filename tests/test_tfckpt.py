@@ -10,12 +10,15 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import cramjam
 import numpy as np
 import pytest
 import torch
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from fastpose.errors import UserError
 from fastpose.tfckpt import CRC_MASK_DELTA, TABLE_MAGIC, is_tf_checkpoint, masked_crc32c, open_checkpoint, table_items
@@ -76,10 +79,10 @@ def test_string_tensor_listed_but_not_read(fixture):
 
 def test_the_names_a_user_may_give(tmp_path):
     folder = TF / "r50_all"
-    for given in ["model.ckpt", "model.ckpt.index", "model.ckpt.data-00000-of-00001"]:
-        ckpt = open_checkpoint(folder / given)
+    for name in ["model.ckpt", "model.ckpt.index", "model.ckpt.data-00000-of-00001"]:
+        ckpt = open_checkpoint(folder / name)
         assert ckpt.path == folder / "model.ckpt" and ckpt.version == "V2"
-        assert is_tf_checkpoint(folder / given)
+        assert is_tf_checkpoint(folder / name)
     assert is_tf_checkpoint(folder / "model_v1.ckpt") and not is_tf_checkpoint(folder / "pose_cfg.yaml")
     assert is_tf_checkpoint(folder / "model.ckpt.meta")  # so that open_checkpoint explains what to pass
     assert not is_tf_checkpoint(tmp_path / "missing.ckpt")
@@ -217,9 +220,9 @@ def test_meta_file(tmp_path):
 
 def test_index_without_data(tmp_path):
     _copy(tmp_path, "model.ckpt.index")
-    for given in ["model.ckpt", "model.ckpt.index"]:
+    for name in ["model.ckpt", "model.ckpt.index"]:
         with pytest.raises(UserError) as e:
-            open_checkpoint(tmp_path / given)
+            open_checkpoint(tmp_path / name)
         assert f"lacks its data file {tmp_path / 'model.ckpt.data-00000-of-00001'}" in _one_paragraph(e)
 
 
@@ -361,3 +364,110 @@ def test_regenerated_fixtures_match(tmp_path, held):
     assert sorted(golden.files) == sorted(fresh.files)
     for key in golden.files:
         np.testing.assert_allclose(fresh[key], golden[key], rtol=1e-4, atol=1e-4, err_msg=key)
+
+
+# ---- fuzzing: tables with valid checksums around malformed records, and raw damage -------------------------------
+
+_SOURCES = {"V1": TF / "dtypes" / "model_v1.ckpt", "V2": TF / "dtypes" / "model.ckpt.index"}
+_ENTRIES: dict[str, list[tuple[bytes, bytes]]] = {}
+
+
+def _entries(version: str) -> list[tuple[bytes, bytes]]:
+    if version not in _ENTRIES:
+        _ENTRIES[version] = [(k, bytes(v)) for k, v in table_items(memoryview(_SOURCES[version].read_bytes()))]
+    return list(_ENTRIES[version])
+
+
+def _mutate(data: bytes, op: str, at: float, junk: bytes) -> bytes:
+    p = min(int(at * len(data)), max(len(data) - 1, 0))
+    if op == "flip":
+        return data[:p] + bytes([data[p] ^ junk[0]]) + data[p + 1:] if data else junk
+    if op == "cut":
+        return data[:p]
+    if op == "insert":
+        return data[:p] + junk + data[p:]
+    return data[:p] + junk + data[p + len(junk):]  # overwrite
+
+
+@given(version=st.sampled_from(["V1", "V2"]), where=st.sampled_from(["value", "key", "raw"]),
+       entry=st.integers(0, 10**6), op=st.sampled_from(["flip", "cut", "insert", "overwrite"]),
+       at=st.floats(0, 1), junk=st.binary(min_size=1, max_size=12))
+@example(version="V2", where="value", entry=0, op="overwrite", at=0.0, junk=b"\x08\x00")  # 0 shards
+@example(version="V1", where="value", entry=0, op="flip", at=0.5, junk=b"\x07")
+@example(version="V1", where="value", entry=3, op="cut", at=0.3, junk=b"\x00")
+def test_fuzz_checkpoint_files(tmp_path_factory, version, where, entry, op, at, junk):
+    """A damaged .index / V1 file, or one whose records are malformed inside valid checksums (as a buggy writer
+    would make), opens and reads, or ends in a one-paragraph UserError; never another exception."""
+    folder = Path(tempfile.mkdtemp(dir=tmp_path_factory.getbasetemp()))
+    name = _SOURCES[version].name
+    if where == "raw":
+        data = _mutate(_SOURCES[version].read_bytes(), op, at, junk)
+    else:
+        entries = _entries(version)
+        i = entry % len(entries)
+        key, value = entries[i]
+        entries[i] = (_mutate(key, op, at, junk), value) if where == "key" else (key, _mutate(value, op, at, junk))
+        data = _table(entries, per_block=50, restart_interval=16)
+    (folder / name).write_bytes(data)
+    if version == "V2":
+        (folder / "model.ckpt.data-00000-of-00001").symlink_to(TF / "dtypes" / "model.ckpt.data-00000-of-00001")
+    try:
+        ckpt = open_checkpoint(folder / name)
+    except UserError as e:
+        assert str(e) and "\n" not in str(e), str(e)
+        return
+    for tensor in ckpt.names():
+        try:
+            ckpt.read(tensor)
+        except UserError as e:
+            assert tensor in str(e) and "\n" not in str(e), str(e)
+
+
+# ---- hand-made V1 records: encodings TensorFlow 2.21 does not write, but older writers or partitioned saves do ----
+
+def _ld(field: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _v1_file(path: Path, shape: tuple[int, ...], slices: list[tuple[list[tuple[int, int]], bytes]]) -> Path:
+    """A V1 checkpoint of one float32 tensor "x": `slices` are ([(start, length) per dim], TensorProto body)."""
+    dims = b"".join(_ld(2, _varint(1 << 3) + _varint(d)) for d in shape)
+    meta = _ld(1, _ld(1, b"x") + _ld(2, dims) + _varint(3 << 3) + _varint(1))  # SavedTensorSliceMeta.tensor
+    entries = [(b"", _ld(1, meta))]
+    for i, (extents, body) in enumerate(slices):
+        spec = b"".join(_ld(1, _varint(1 << 3) + _varint(s) + _varint(2 << 3) + _varint(n)) for s, n in extents)
+        entries.append((b"\x00x" + bytes([i]), _ld(2, _ld(1, b"x") + _ld(2, spec) + _ld(3, body))))
+    path.write_bytes(_table(entries))
+    return path
+
+
+def _floats(values) -> bytes:
+    return np.asarray(values, "<f4").tobytes()
+
+
+def test_v1_encodings_and_slices(tmp_path):
+    packed = _ld(5, _floats([1, 2, 3, 4]))  # float_val, packed (what TensorFlow writes)
+    unpacked = b"".join(_varint(5 << 3 | 5) + _floats([v]) for v in [1, 2, 3, 4])  # one fixed32 field per value
+    content = _ld(4, _floats([1, 2, 3, 4]))  # tensor_content
+    for body in [packed, unpacked, content]:
+        x = open_checkpoint(_v1_file(tmp_path / "a.ckpt", (2, 2), [([(0, 2), (0, 2)], body)])).read("x")
+        assert x.tolist() == [[1, 2], [3, 4]]
+    # A partitioned variable: rows 0 and 1 saved as two slices, put together.
+    rows = [([(0, 1), (0, 2)], _ld(5, _floats([1, 2]))), ([(1, 1), (0, 2)], _ld(5, _floats([3, 4])))]
+    assert open_checkpoint(_v1_file(tmp_path / "b.ckpt", (2, 2), rows)).read("x").tolist() == [[1, 2], [3, 4]]
+    with pytest.raises(UserError, match=r"has values for 2 of its 4 elements"):
+        open_checkpoint(_v1_file(tmp_path / "c.ckpt", (2, 2), rows[:1])).read("x")
+    with pytest.raises(UserError, match=r"'x' .* is damaged \(a value field of 4-byte numbers is malformed\)"):
+        open_checkpoint(_v1_file(tmp_path / "d.ckpt", (2, 2), [([(0, 2), (0, 2)], _ld(5, b"\x00" * 5))])).read("x")
+    with pytest.raises(UserError, match=r"a slice holds 3 values where its shape needs 4"):
+        open_checkpoint(_v1_file(tmp_path / "e.ckpt", (2, 2), [([(0, 2), (0, 2)], _ld(5, _floats([1, 2, 3])))]))\
+            .read("x")
+
+
+def test_malformed_v2_header(tmp_path):
+    """A header whose version field is a number instead of a message (a record inside a valid checksum)."""
+    (tmp_path / "m.index").write_bytes(_table([(b"", _varint(1 << 3) + _varint(1) + _varint(3 << 3) + _varint(5))]))
+    (tmp_path / "m.data-00000-of-00001").write_bytes(b"")
+    with pytest.raises(UserError, match="holds a number where a message belongs"):
+        open_checkpoint(tmp_path / "m")
