@@ -13,8 +13,7 @@ re-implementation) does for the same work, written to be obviously right rather 
   work (decode, bilinear resize to floor(W s) x floor(H s), or with rotation one PIL affine transform of scale,
   rotation and crop; crop; colour, Gaussian blur, motion blur, noise in numpy with DALI's formulas; mirror, mean
   subtraction, CHW, padding to multiples of 16) with the same per-sample parameters
-  (`fastpose.pipeline.sample_params`): the baseline of `fastpose bench data`. The noise has the same distribution
-  but not DALI's values (numpy's generator from the same drawn state).
+  (`fastpose.pipeline.sample_params`, `noise_field`): the baseline of `fastpose bench data`.
 - `gaec`: greedy additive edge contraction written plainly (join the two clusters with the most negative summed cost
   while it is negative), the baseline the native multicut solver must never lose to (tests/test_assembly.py,
   tools/bench_assembly.py).
@@ -30,7 +29,7 @@ import torch
 from PIL import Image
 
 from fastpose.config import symmetric_permutation
-from fastpose.pipeline import ALIGN, Augment, Params, augment, epoch_order, motion_kernel, sample_params
+from fastpose.pipeline import ALIGN, Augment, Params, augment, epoch_order, motion_kernel, noise_field, sample_params
 from fastpose.shards import ShardDataset
 
 
@@ -158,8 +157,7 @@ def pil_augmented(data: bytes, p: Params, aug: Augment, width: int, height: int,
     if p.motion_length > 1:
         a = correlate(a, motion_kernel(p.motion_length, p.motion_angle))
     if p.noise_std > 0:
-        noise = np.random.default_rng(list(p.noise_state)).normal(0.0, p.noise_std, a.shape)
-        a = np.clip(np.rint(a + noise), 0, 255).astype(np.uint8)
+        a = np.clip(a.astype(np.int16) + noise_field(p), 0, 255).astype(np.uint8)
     a = a.astype(np.float32)
     if p.flip:
         a = a[:, ::-1]

@@ -27,10 +27,11 @@ Stages, per sample:
    become absent.
    Photometric (train only, each off unless its range is set, each with its own probability): colour (brightness,
    contrast, saturation, hue: one `fn.color_twist`), Gaussian blur (`fn.gaussian_blur`, sigma in network-input
-   pixels), motion blur (`fn.filter` with a line kernel, `motion_kernel`), Gaussian noise (`fn.noise.gaussian`). They
-   move no pixel, so the joints are unchanged. Every value is drawn in `sample_params` like the geometry; the noise
-   itself comes from DALI's generator started from a state drawn there (DALI derives a batch's per-sample streams from
-   the state of the batch's first sample, so the noise is a function of (seed, epoch, batch) and resume stays exact).
+   pixels), motion blur (`fn.filter` with a line kernel, `motion_kernel`), Gaussian noise. They move no pixel, so the
+   joints are unchanged. Every value is drawn in `sample_params` like the geometry. The noise itself (`noise_field`)
+   is drawn by numpy in the source from a seed drawn there and added in DALI with the saturating uint8 conversion of
+   step 6: DALI's `fn.noise.gaussian` took 236 ms per 832 x 747 image on the CPU (numpy: ~60 ms, in the workers; the
+   add: ~13 ms), and its generator's position would depend on the batches run before (not on (seed, epoch, sample)).
 5. Mirror (train with `mirror: true`): probability 0.5; x' = W' - 1 - x and symmetric joint ids swapped with the
    pairs of `all_joints`.
 6. Normalise: subtract mean_pixel (RGB), no division (as the reference); CHW float.
@@ -94,12 +95,12 @@ META_LEN = 9
 # Row layout of the per-sample graph parameters (float32).
 G_RES_W, G_RES_H, G_CROP_X, G_CROP_Y, G_CROP_W, G_CROP_H, G_FLIP = range(7)
 G_MATRIX = 7  # rows 7..12: warp_affine's 2 x 3 matrix, output -> input in DALI's coordinates (pixel centres at +0.5)
-G_BRIGHTNESS, G_CONTRAST, G_SATURATION, G_HUE, G_BLUR_SIGMA, G_NOISE_STD = range(13, 19)
-GRAPH_LEN = 19
+G_BRIGHTNESS, G_CONTRAST, G_SATURATION, G_HUE, G_BLUR_SIGMA = range(13, 18)
+GRAPH_LEN = 18
 # fn.gaussian_blur cannot be told "no blur" per sample; this sigma gives the 3-tap kernel [0, 1, 0] (exp(-5000) is 0 in
 # float32): the image is unchanged, bit for bit.
 NO_BLUR_SIGMA = 0.01
-NOISE_STATE_WORDS = 7  # uint32 words of a DALI random state (the backend's 25-byte generator state)
+NOISE_SEED_WORDS = 4  # uint32 words seeding a sample's noise generator (128 bits)
 
 
 class Batch(NamedTuple):
@@ -227,7 +228,7 @@ class Params:
     motion_length: float = 0.0  # 0: no motion blur
     motion_angle: float = 0.0  # degrees
     noise_std: float = 0.0  # 0: no noise
-    noise_state: tuple[int, ...] = ()  # NOISE_STATE_WORDS uint32: the DALI generator's start
+    noise_seed: tuple[int, ...] = ()  # NOISE_SEED_WORDS uint32 seeding the noise (`noise_field`)
 
     def matrix(self, width: int, height: int) -> np.ndarray:
         """(2, 3) float64 affine from source pixels to network-input pixels before the mirror (scale, rotation, crop;
@@ -284,14 +285,23 @@ def motion_kernel(length: float, angle: float) -> np.ndarray:
     return (out / out.sum()).astype(np.float32)
 
 
+def noise_field(p: Params) -> np.ndarray:
+    """(crop_h, crop_w, 3) int16 Gaussian noise of sample `p` (std p.noise_std grey levels, rounded: uint8 + round(n)
+    = round(uint8 + n)), or (1, 1, 3) zeros (broadcast) when it gets none. A function of its seed alone."""
+    if p.noise_std <= 0:
+        return np.zeros((1, 1, 3), np.int16)
+    gen = np.random.default_rng(list(p.noise_seed))
+    return np.rint(gen.standard_normal((p.crop_h, p.crop_w, 3), dtype=np.float32) * p.noise_std).astype(np.int16)
+
+
 def sample_params(aug: Augment, epoch: int, index: int, width: int, height: int, joints: np.ndarray) -> Params:
     """Every random choice for sample `index` in `epoch`, drawn from a Generator keyed by (seed, epoch, index)."""
     rng = np.random.default_rng([aug.seed, epoch, max(index, 0)])
     u, coin, cx, cy, ca = rng.random(5)  # always drawn, in this order, so each choice is stable whatever the options
     # The augmentations' draws come after the reference's (which therefore did not change), also always all drawn:
-    # coin and value(s) of rotation, colour (4), Gaussian blur, motion blur (length, angle), noise; the noise state.
+    # coin and value(s) of rotation, colour (4), Gaussian blur, motion blur (length, angle), noise; the noise's seed.
     r_coin, r_u, c_coin, c_b, c_c, c_s, c_h, b_coin, b_u, m_coin, m_u, m_a, n_coin, n_u = rng.random(14)
-    state = tuple(int(w) for w in rng.integers(0, 2**32, NOISE_STATE_WORDS, dtype=np.uint32))
+    noise_seed = tuple(int(w) for w in rng.integers(0, 2**32, NOISE_SEED_WORDS, dtype=np.uint32))
     on = aug.stages()
     draw = lambda rng_, u_: rng_[0] + (rng_[1] - rng_[0]) * u_  # noqa: E731
     angle = draw(aug.rotation, r_u) if on["rotate"] and r_coin < aug.rotation_p else 0.0
@@ -305,7 +315,7 @@ def sample_params(aug: Augment, epoch: int, index: int, width: int, height: int,
         motion_length=draw(aug.motion_length, m_u) if on["motion"] and m_coin < aug.motion_p else 0.0,
         motion_angle=draw(aug.motion_angle, m_a) if on["motion"] and m_coin < aug.motion_p else 0.0,
         noise_std=draw(aug.noise_std, n_u) if on["noise"] and n_coin < aug.noise_p else 0.0,
-        noise_state=state if on["noise"] else ())
+        noise_seed=noise_seed if on["noise"] else ())
     scale = aug.global_scale * (aug.jitter_lo + (aug.jitter_up - aug.jitter_lo) * u if aug.train else 1.0)
     clamped = False
     if aug.min_input_size and min(width, height) * scale < aug.min_input_size:  # too small for the network
@@ -559,8 +569,7 @@ class _Source:
         stages = self.aug.stages()
         if stages["rotate"]:
             graph[G_MATRIX:G_MATRIX + 6] = p.dali_matrix(w, h)
-        graph[G_BRIGHTNESS:] = [p.brightness, p.contrast, p.saturation, p.hue, max(p.blur_sigma, NO_BLUR_SIGMA),
-                                p.noise_std]
+        graph[G_BRIGHTNESS:] = [p.brightness, p.contrast, p.saturation, p.hue, max(p.blur_sigma, NO_BLUR_SIGMA)]
         meta = np.array([-1 if padding else index, p.scale, p.flip, p.crop_h, p.crop_w, p.crop_x, p.crop_y,
                          p.clamped, bad], np.float64)
         out = [np.frombuffer(image, np.uint8), joints, graph, meta]
@@ -570,7 +579,7 @@ class _Source:
         if stages["motion"]:
             out.append(motion_kernel(p.motion_length, p.motion_angle))  # (k, k) float32, [[1]] when off
         if stages["noise"]:
-            out.append(np.array(p.noise_state, np.uint32))  # (NOISE_STATE_WORDS,)
+            out.append(noise_field(p))  # (crop_h, crop_w, 3) int16, (1, 1, 3) zeros without noise
         return tuple(out)
 
     def ignore_rles(self, index: int) -> list[dict]:
@@ -606,6 +615,7 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
                     rotate: bool = False, color: bool = False, blur: bool = False, motion: bool = False,
                     noise: bool = False):
     from nvidia.dali import fn, types
+    from nvidia.dali import math as dali_math
     from nvidia.dali.pipeline import Pipeline
 
     gpu = device_id is not None
@@ -619,14 +629,14 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
                     exec_dynamic=True)
     with pipe:
         # The source's outputs: image bytes, joints, graph, meta, then those the enabled stages need, in this order.
-        extra = [types.UINT8] * ignore + [types.FLOAT] * motion + [types.UINT32] * noise
+        extra = [types.UINT8] * ignore + [types.FLOAT] * motion + [types.INT16] * noise
         data, joints, graph, meta, *rest = fn.external_source(
             source=source, num_outputs=4 + len(extra), batch=False, parallel=num_workers > 0,
             **({"prefetch_queue_depth": PREFETCH} if num_workers > 0 else {}),  # parallel sources only
             dtype=[types.UINT8, types.FLOAT, types.FLOAT, types.FLOAT64] + extra)
         ignore_mask = rest[:ignore]
         kernel = rest[ignore] if motion else None  # (k, k) float32 line kernel per sample
-        state = rest[ignore + motion] if noise else None  # (NOISE_STATE_WORDS,) uint32 per sample
+        noise_hwc = rest[ignore + motion] if noise else None  # (h, w, 3) or (1, 1, 3) int16 per sample
         images = fn.decoders.image(data, device="mixed" if gpu else "cpu", output_type=types.RGB)  # (H, W, 3) uint8
         if rotate:  # scale, rotation and crop in one resampling; size is (H, W)
             matrix = fn.stack(fn.stack(*[graph[G_MATRIX + i] for i in range(3)]),
@@ -647,10 +657,11 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
             images = fn.gaussian_blur(images, sigma=graph[G_BLUR_SIGMA])  # window 2 ceil(3 sigma) + 1, reflect 101
         if motion:
             images = fn.filter(images, kernel, border="reflect_101")
-        if noise:
-            # `_random_state` (DALI's per-call generator state, as its dynamic mode passes it) instead of the
-            # pipeline's generator, whose position would depend on how many batches this process has run.
-            images = fn.noise.gaussian(images, stddev=graph[G_NOISE_STD], _random_state=state)
+        if noise:  # (h, w, 3) int16 = uint8 + noise; the uint8 conversion below saturates (the GPU's float one
+            # does not: clamped there)
+            images = images + (noise_hwc.gpu() if gpu else noise_hwc)
+            if gpu:
+                images = dali_math.clamp(images, 0, 255)
         flip = fn.cast(graph[G_FLIP], dtype=types.INT32)
         if gpu:
             images = fn.crop_mirror_normalize(images, mirror=flip, mean=mean, std=[1.0, 1.0, 1.0], dtype=types.FLOAT,
@@ -937,4 +948,4 @@ def build_loader(cfg, dataset_dir, split: str = "train", *, train: bool = True, 
 
 __all__ = ["Batch", "Loader", "build_loader", "epoch_order", "batches_per_epoch", "sample_params", "transform_joints",
            "check_image", "decode_check", "decode_rgb", "eval_augment", "Augment", "Params", "ignore_grid", "augment",
-           "rotation_matrix", "motion_kernel", "NO_BLUR_SIGMA"]
+           "rotation_matrix", "motion_kernel", "noise_field", "NO_BLUR_SIGMA"]

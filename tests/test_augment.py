@@ -19,7 +19,7 @@ import pytest
 from fastpose import config
 from fastpose.baselines import pil_batches
 from fastpose.errors import UserError
-from fastpose.pipeline import augment, build_loader, motion_kernel, sample_params
+from fastpose.pipeline import augment, build_loader, motion_kernel, noise_field, sample_params
 from fastpose.shards import Sample, ShardDataset, ShardWriter
 
 K = 3
@@ -293,8 +293,8 @@ def test_resume_is_exact_with_every_augmentation_on(dots, everything_run):
 
 def test_the_pil_baseline_does_the_same_work(dots):
     """Same parameters, same formulas: PIL's affine transform against fn.warp_affine (both bilinear, pixel centres
-    at +0.5), numpy's colour, blur and motion blur against DALI's (the noise is left out: its values differ)."""
-    cfg = _cfg(*[o for o in EVERYTHING if "noise" not in o], "crop_size=[56, 48]")
+    at +0.5), numpy's colour, blur and motion blur against DALI's, the same noise field."""
+    cfg = _cfg(*EVERYTHING, "crop_size=[56, 48]")
     with build_loader(cfg, dots[0]) as loader:
         dali = _collect(loader)[0]["images"]
     pil = next(pil_batches(cfg, dots[0], "train", 4)).numpy()
@@ -330,3 +330,16 @@ def test_motion_kernel_hand_computed():
 def test_config_rejects_impossible_augmentations(override, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]").replace("+", r"\+")):
         config.load(None, [override])
+
+
+def test_noise_field_is_a_function_of_its_seed_with_the_drawn_std():
+    aug = augment(_cfg("gaussian_noise_range=[6, 6]", "gaussian_noise_p=1"), train=True, perm=PERM)
+    p = sample_params(aug, 2, 5, 64, 48, np.zeros((0, K, 3), np.float32))
+    field = noise_field(p)  # (48, 64, 3) int16
+    assert field.shape == (48, 64, 3) and field.dtype == np.int16 and p.noise_std == 6.0
+    assert np.array_equal(field, noise_field(sample_params(aug, 2, 5, 64, 48, np.zeros((0, K, 3), np.float32))))
+    assert abs(field.std() - 6.0) < 0.15 and abs(field.mean()) < 0.15  # 9216 rounded N(0, 36) draws
+    other = noise_field(sample_params(aug, 3, 5, 64, 48, np.zeros((0, K, 3), np.float32)))  # next epoch
+    assert not np.array_equal(field, other)
+    off = sample_params(augment(_cfg(), train=True, perm=PERM), 2, 5, 64, 48, np.zeros((0, K, 3), np.float32))
+    assert noise_field(off).tolist() == [[[0, 0, 0]]]
