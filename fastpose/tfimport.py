@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from fastpose.checkpoint import write_snapshot
-from fastpose.config import Config, load, validate
+from fastpose.config import Config, load, parse_override, validate
 from fastpose.errors import UserError, out_file
 from fastpose.model import build_model
 from fastpose.tfckpt import open_checkpoint
@@ -162,6 +162,11 @@ def import_tf(source: str | Path, out: str | Path, *, config: str | Path | None 
     report = load_tf(model, ckpt, heads=True)
     iteration = iteration_of(ckpt, Path(ckpt.path))
     notes = []
+    if cfg.precision == "auto" and "precision" not in {parse_override(o)[0] for o in overrides or []}:
+        # auto would run bf16 where the device has it: TF's float32 outputs only up to bf16 rounding
+        cfg = dataclasses.replace(cfg, precision="fp32")
+        notes.append("precision fp32, TensorFlow's float32 numbers (import with --set precision=auto for bf16 where "
+                     "the device runs it faster)")
     unused_heads = [h for h in arch["heads"] if not any(k.startswith(f"{h}.") for k in report["loaded"])]
     if unused_heads:
         notes.append(f"heads in the checkpoint the config leaves off (not imported): {', '.join(unused_heads)}")

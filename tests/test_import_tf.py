@@ -165,6 +165,7 @@ def test_import_dlc_folder_takes_the_newest_snapshot_by_number(imported):
     assert cfg.backbone_layout == "slim" and cfg.backbone_width == 0.0625 and cfg.net_type == "resnet_50"
     assert cfg.joint_names == NAMES and cfg.num_joints == 3 and cfg.init_weights == ""
     assert cfg.intermediate_supervision and not cfg.pairwise_predict
+    assert cfg.precision == "fp32"  # not auto: bf16 would give TF's outputs only to bf16 rounding
     assert "pairwise" in res.output and "iteration 40" in res.output  # the head the config leaves off is named
 
 
@@ -226,7 +227,11 @@ def test_import_v1_file_and_v2_prefix_give_the_same_snapshot(tmp_path):
         res = cli("import-tf", str(source), "--config", str(cfg_file), "--out", str(tmp_path / name))
         assert res.exit_code == 0, res.output
         assert "pairwise_stats_fn" in res.output  # the statistics the pairwise head needs are not there: a note
+    res = cli("import-tf", str(R50 / "model.ckpt"), "--config", str(cfg_file), "--out", str(tmp_path / "auto.pt"),
+              "--set", "precision=auto")
+    assert res.exit_code == 0 and load_snapshot(tmp_path / "auto.pt")["config"]["precision"] == "auto"
     v2, v2_index, v1 = (load_snapshot(tmp_path / n) for n in ("v2.pt", "v2_index.pt", "v1.pt"))
+    assert v1["config"]["precision"] == "fp32"
     assert v1["extra"]["tensorflow_format"] == "V1" and v2["extra"]["tensorflow_format"] == "V2"
     assert v2["model"].keys() == v1["model"].keys() and any(k.startswith("pairwise.") for k in v1["model"])
     for key, value in v2["model"].items():
