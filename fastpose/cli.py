@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from fastpose import analyze, assembly, bench, demo, evaluate, export, pairwise, predict, shards, train, weights
+from fastpose import analyze, assembly, bench, demo, evaluate, export, pairwise, predict, recipe, shards, train, weights
 from fastpose.checkpoint import latest_snapshot
 from fastpose.config import load
 from fastpose.convert import coco, dlc, mat, mpii, synth
@@ -38,7 +38,7 @@ class _InOrder(TyperGroup):
 app = typer.Typer(help="fastpose: train DeeperCut-style keypoint detectors fast. Run `fastpose COMMAND --help`.",
                   cls=_InOrder, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 convert_app = typer.Typer(help="Convert a dataset into fastpose HDF5 shards.", no_args_is_help=True)
-config_app = typer.Typer(help="Inspect configs.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect and write configs.", no_args_is_help=True)
 app.add_typer(convert_app, name="convert")
 app.add_typer(config_app, name="config")
 out = Console()
@@ -63,6 +63,25 @@ def config_show(config: Path, set_: SetOpt = None) -> None:
     Example: fastpose config show configs/mpii.yaml --set batch_size=16
     """
     out.print(load(config, set_).to_yaml(), end="", highlight=False)
+
+
+@config_app.command("init")
+def config_init(shards_dir: Annotated[Path, typer.Argument(metavar="SHARDS", help="A shards folder (convert).")],
+                out_path: Annotated[Path, typer.Option("--out", help="The config file to write.")],
+                split: Annotated[str, typer.Option(help="The split to measure (the one you train on).")] = "train",
+                iters: Annotated[int | None, typer.Option(help="Training iterations (default: 200 epochs).")] = None,
+                init_weights: Annotated[Path | None, typer.Option(help="ImageNet weights (fastpose weights download "
+                                                                  "resnet50): resnet_50, frozen batch norm.")] = None,
+                ) -> None:
+    """Write a commented starting config chosen from a dataset's statistics (sizes, joint spacing, frames).
+
+    Example: fastpose config init data/myproject --out my.yaml && fastpose train my.yaml
+    """
+    path, rows = recipe.init(shards_dir, out_path, split=split, iters=iters, init_weights=init_weights)
+    values = dict((key, value) for key, value, _ in rows)
+    out.print(f"wrote {path}: global_scale {values['global_scale']}, pos_dist_thresh {values['pos_dist_thresh']}, "
+              f"{values['multi_step'][-1][1]} iterations of batch {values['batch_size']} (each key's comment says "
+              f"why)", highlight=False)
 
 
 @app.command("info")
