@@ -29,7 +29,17 @@ import torch
 from PIL import Image
 
 from fastpose.config import symmetric_permutation
-from fastpose.pipeline import ALIGN, Augment, Params, augment, epoch_order, motion_kernel, noise_field, sample_params
+from fastpose.pipeline import (
+    ALIGN,
+    Augment,
+    Params,
+    augment,
+    epoch_order,
+    gaussian_kernel,
+    motion_kernel,
+    noise_field,
+    sample_params,
+)
 from fastpose.shards import ShardDataset
 
 
@@ -111,29 +121,23 @@ def color_twist(a: np.ndarray, brightness: float, contrast: float, saturation: f
 
 
 def correlate(a: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 correlated with a (kh, kw) kernel (odd sizes, centred), border reflect 101 (DALI's), float32
-    arithmetic, rounded to nearest and saturated: one shifted multiply-add per non-zero tap."""
+    """(H, W, 3) image correlated with a (kh, kw) kernel (odd sizes, centred) as DALI's fn.filter: border reflect 101,
+    float32 arithmetic, one shifted multiply-add per non-zero tap; a uint8 image gives uint8 (rounded to nearest,
+    saturated), a float32 one float32."""
     rh, rw = kernel.shape[0] // 2, kernel.shape[1] // 2
     pad = np.pad(a.astype(np.float32), ((rh, rh), (rw, rw), (0, 0)), mode="reflect")  # (H + 2 rh, W + 2 rw, 3)
     out = np.zeros(a.shape, np.float32)
     h, w = a.shape[:2]
     for dy, dx in zip(*np.nonzero(kernel), strict=True):
         out += kernel[dy, dx] * pad[dy:dy + h, dx:dx + w]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8) if a.dtype == np.uint8 else out
 
 
 def gaussian_blur(a: np.ndarray, sigma: float) -> np.ndarray:
-    """As DALI's fn.gaussian_blur: window 2 ceil(3 sigma) + 1, weights exp(-x^2 / (2 sigma^2)) normalised, separable
-    (the rows' pass is not rounded between the two passes), border reflect 101."""
-    r = math.ceil(3 * sigma)
-    x = np.arange(-r, r + 1)
-    k = np.exp(-(x**2) / (2 * sigma * sigma))
-    k = (k / k.sum()).astype(np.float32)  # (2r + 1,)
-    h, w = a.shape[:2]
-    pad = np.pad(a.astype(np.float32), ((r, r), (r, r), (0, 0)), mode="reflect")
-    rows = sum(k[i] * pad[:, i:i + w] for i in range(2 * r + 1))  # (H + 2r, W, 3)
-    out = sum(k[i] * rows[i:i + h] for i in range(2 * r + 1))  # (H, W, 3)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    """(H, W, 3) -> float32 (H, W, 3): the pipeline's two 1-D passes (`gaussian_kernel` along rows, then columns), not
+    rounded."""
+    g = gaussian_kernel(sigma)
+    return correlate(correlate(a.astype(np.float32), g[None, :]), g[:, None])
 
 
 def pil_augmented(data: bytes, p: Params, aug: Augment, width: int, height: int, mean: list[float]) -> np.ndarray:
@@ -157,8 +161,8 @@ def pil_augmented(data: bytes, p: Params, aug: Augment, width: int, height: int,
     if p.motion_length > 1:
         a = correlate(a, motion_kernel(p.motion_length, p.motion_angle))
     if p.noise_std > 0:
-        a = np.clip(a.astype(np.int16) + noise_field(p), 0, 255).astype(np.uint8)
-    a = a.astype(np.float32)
+        a = a.astype(np.float32 if a.dtype == np.float32 else np.int16) + noise_field(p)
+    a = np.clip(np.rint(a), 0, 255).astype(np.float32)  # the pipeline's one rounding, saturating (a no-op on uint8)
     if p.flip:
         a = a[:, ::-1]
     a = a - np.asarray(mean, np.float32)

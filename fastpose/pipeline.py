@@ -26,12 +26,15 @@ Stages, per sample:
    box of the labelled joints when it fits, else one labelled joint drawn at random. Joints outside the window
    become absent.
    Photometric (train only, each off unless its range is set, each with its own probability): colour (brightness,
-   contrast, saturation, hue: one `fn.color_twist`), Gaussian blur (`fn.gaussian_blur`, sigma in network-input
-   pixels), motion blur (`fn.filter` with a line kernel, `motion_kernel`), Gaussian noise. They move no pixel, so the
-   joints are unchanged. Every value is drawn in `sample_params` like the geometry. The noise itself (`noise_field`)
-   is drawn by numpy in the source from a seed drawn there and added in DALI with the saturating uint8 conversion of
-   step 6: DALI's `fn.noise.gaussian` took 236 ms per 832 x 747 image on the CPU (numpy: ~60 ms, in the workers; the
-   add: ~13 ms), and its generator's position would depend on the batches run before (not on (seed, epoch, sample)).
+   contrast, saturation, hue: one `fn.color_twist`), Gaussian blur (`gaussian_kernel`, sigma in network-input pixels:
+   two 1-D `fn.filter` passes, rows then columns, in float32; `fn.gaussian_blur` took 2.3x as long on the CPU and
+   cannot leave a sample unblurred, a 1-tap kernel here), motion blur (`fn.filter` with a line kernel,
+   `motion_kernel`), Gaussian noise. After the blur the image stays float32 until the uint8 conversion of step 6
+   rounds it once. They move no pixel, so the joints are unchanged. Every value is drawn in `sample_params` like the
+   geometry. The noise itself (`noise_field`) is drawn by numpy in the source from a seed drawn there and added in
+   DALI before the saturating uint8 conversion of step 6: DALI's `fn.noise.gaussian` took 236 ms per 832 x 747 image
+   on the CPU (numpy: ~60 ms, in the workers; the add: ~13 ms), and its generator's position would depend on the
+   batches run before (not on (seed, epoch, sample)).
 5. Mirror (train with `mirror: true`): probability 0.5; x' = W' - 1 - x and symmetric joint ids swapped with the
    pairs of `all_joints`.
 6. Normalise: subtract mean_pixel (RGB), no division (as the reference); CHW float.
@@ -95,11 +98,8 @@ META_LEN = 9
 # Row layout of the per-sample graph parameters (float32).
 G_RES_W, G_RES_H, G_CROP_X, G_CROP_Y, G_CROP_W, G_CROP_H, G_FLIP = range(7)
 G_MATRIX = 7  # rows 7..12: warp_affine's 2 x 3 matrix, output -> input in DALI's coordinates (pixel centres at +0.5)
-G_BRIGHTNESS, G_CONTRAST, G_SATURATION, G_HUE, G_BLUR_SIGMA = range(13, 18)
-GRAPH_LEN = 18
-# fn.gaussian_blur cannot be told "no blur" per sample; this sigma gives the 3-tap kernel [0, 1, 0] (exp(-5000) is 0 in
-# float32): the image is unchanged, bit for bit.
-NO_BLUR_SIGMA = 0.01
+G_BRIGHTNESS, G_CONTRAST, G_SATURATION, G_HUE = range(13, 17)
+GRAPH_LEN = 17
 NOISE_SEED_WORDS = 4  # uint32 words seeding a sample's noise generator (128 bits)
 
 
@@ -260,6 +260,16 @@ def rotation_matrix(angle: float, width: int, height: int) -> np.ndarray:
     cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
     # x' = cx + c (x - cx) + s (y - cy); y' = cy - s (x - cx) + c (y - cy)
     return np.array([[c, s, cx - c * cx - s * cy], [-s, c, cy + s * cx - c * cy]])
+
+
+def gaussian_kernel(sigma: float) -> np.ndarray:
+    """(2 ceil(3 sigma) + 1,) float32 Gaussian weights exp(-x^2 / (2 sigma^2)), normalised (fn.gaussian_blur's
+    window); [1] for sigma 0 (no blur)."""
+    if sigma <= 0:
+        return np.ones(1, np.float32)
+    x = np.arange(-math.ceil(3 * sigma), math.ceil(3 * sigma) + 1)
+    k = np.exp(-(x**2) / (2.0 * sigma * sigma))
+    return (k / k.sum()).astype(np.float32)
 
 
 def motion_kernel(length: float, angle: float) -> np.ndarray:
@@ -569,13 +579,16 @@ class _Source:
         stages = self.aug.stages()
         if stages["rotate"]:
             graph[G_MATRIX:G_MATRIX + 6] = p.dali_matrix(w, h)
-        graph[G_BRIGHTNESS:] = [p.brightness, p.contrast, p.saturation, p.hue, max(p.blur_sigma, NO_BLUR_SIGMA)]
+        graph[G_BRIGHTNESS:] = [p.brightness, p.contrast, p.saturation, p.hue]
         meta = np.array([-1 if padding else index, p.scale, p.flip, p.crop_h, p.crop_w, p.crop_x, p.crop_y,
                          p.clamped, bad], np.float64)
         out = [np.frombuffer(image, np.uint8), joints, graph, meta]
         if self.aug.ignore:
             rles = [] if padding else self.ignore_rles(index)
             out.append(ignore_grid(rles, w, h, p, self.aug.stride))
+        if stages["blur"]:
+            g = gaussian_kernel(p.blur_sigma)
+            out += [g[None, :], np.ascontiguousarray(g[:, None])]  # (1, k) and (k, 1) float32, [[1]] when off
         if stages["motion"]:
             out.append(motion_kernel(p.motion_length, p.motion_angle))  # (k, k) float32, [[1]] when off
         if stages["noise"]:
@@ -629,14 +642,15 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
                     exec_dynamic=True)
     with pipe:
         # The source's outputs: image bytes, joints, graph, meta, then those the enabled stages need, in this order.
-        extra = [types.UINT8] * ignore + [types.FLOAT] * motion + [types.INT16] * noise
+        extra = [types.UINT8] * ignore + [types.FLOAT] * (2 * blur + motion) + [types.INT16] * noise
         data, joints, graph, meta, *rest = fn.external_source(
             source=source, num_outputs=4 + len(extra), batch=False, parallel=num_workers > 0,
             **({"prefetch_queue_depth": PREFETCH} if num_workers > 0 else {}),  # parallel sources only
             dtype=[types.UINT8, types.FLOAT, types.FLOAT, types.FLOAT64] + extra)
-        ignore_mask = rest[:ignore]
-        kernel = rest[ignore] if motion else None  # (k, k) float32 line kernel per sample
-        noise_hwc = rest[ignore + motion] if noise else None  # (h, w, 3) or (1, 1, 3) int16 per sample
+        ignore_mask, rest = rest[:ignore], rest[ignore:]
+        blur_rows, blur_cols, rest = (*rest[:2], rest[2:]) if blur else (None, None, rest)  # (1, k), (k, 1) float32
+        kernel, rest = (rest[0], rest[1:]) if motion else (None, rest)  # (k, k) float32 line kernel per sample
+        noise_hwc = rest[0] if noise else None  # (h, w, 3) or (1, 1, 3) int16 per sample
         images = fn.decoders.image(data, device="mixed" if gpu else "cpu", output_type=types.RGB)  # (H, W, 3) uint8
         if rotate:  # scale, rotation and crop in one resampling; size is (H, W)
             matrix = fn.stack(fn.stack(*[graph[G_MATRIX + i] for i in range(3)]),
@@ -653,12 +667,13 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
         if color:  # neutral values (1, 1, 1, 0) leave a sample unchanged, bit for bit
             images = fn.color_twist(images, brightness=graph[G_BRIGHTNESS], contrast=graph[G_CONTRAST],
                                     saturation=graph[G_SATURATION], hue=graph[G_HUE])
-        if blur:
-            images = fn.gaussian_blur(images, sigma=graph[G_BLUR_SIGMA])  # window 2 ceil(3 sigma) + 1, reflect 101
+        if blur:  # separable, float32 from here on (one rounding, in the conversion below)
+            images = fn.filter(images, blur_rows, border="reflect_101", dtype=types.FLOAT)
+            images = fn.filter(images, blur_cols, border="reflect_101")
         if motion:
             images = fn.filter(images, kernel, border="reflect_101")
-        if noise:  # (h, w, 3) int16 = uint8 + noise; the uint8 conversion below saturates (the GPU's float one
-            # does not: clamped there)
+        if noise:  # (h, w, 3) int16 or float32 = image + noise; the uint8 conversion below rounds and saturates (the
+            # GPU's float one does not: clamped there)
             images = images + (noise_hwc.gpu() if gpu else noise_hwc)
             if gpu:
                 images = dali_math.clamp(images, 0, 255)
@@ -948,4 +963,4 @@ def build_loader(cfg, dataset_dir, split: str = "train", *, train: bool = True, 
 
 __all__ = ["Batch", "Loader", "build_loader", "epoch_order", "batches_per_epoch", "sample_params", "transform_joints",
            "check_image", "decode_check", "decode_rgb", "eval_augment", "Augment", "Params", "ignore_grid", "augment",
-           "rotation_matrix", "motion_kernel", "noise_field", "NO_BLUR_SIGMA"]
+           "rotation_matrix", "gaussian_kernel", "motion_kernel", "noise_field"]
