@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import scipy.io
 import torch
 import yaml
 from typer.testing import CliRunner
@@ -20,6 +21,7 @@ from fastpose.cli import app
 from fastpose.decode import decode
 from fastpose.errors import UserError
 from fastpose.model import infer
+from fastpose.pairwise import save_stats, stats_for
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHUFFLE = "dlc-models/iteration-0/ReachingAug30-trainset95shuffle1/train"
@@ -274,3 +276,33 @@ def test_import_bad_inputs_are_one_paragraph(tmp_path):
     assert "multi-animal DeepLabCut model" in error(str(train))
     train = dlc_folder(tmp_path / "mobile", net_type="mobilenet_v2_1.0")
     assert "mobilenet_v2_1.0 is a DeepLabCut network fastpose does not support" in error(str(train))
+
+
+def test_multi_person_predict_reads_the_reference_pairwise_stats_mat(tmp_path):
+    # The reference's pairwise_stats.mat (rows [s, e] for s, e = 0..K-1, s != e; means, std_devs; see
+    # tests/test_assembly.py) and fastpose's own .npz holding the same numbers give the same people.
+    rng = np.random.default_rng(3)
+    pairs = [[s, e] for s in range(3) for e in range(3) if s != e]
+    means, stds = rng.normal(0, 20, (6, 2)), rng.uniform(5, 15, (6, 2))
+    scipy.io.savemat(tmp_path / "pairwise_stats.mat", {"graph": pairs, "means": means, "std_devs": stds})
+    mean, std = np.zeros((3, 3, 2)), np.ones((3, 3, 2))
+    for (s, e), m, sd in zip(pairs, means, stds):
+        mean[s, e], std[s, e] = m, sd
+    save_stats(tmp_path / "own.npz", mean, std, np.ones((3, 3), np.int64))
+    golden = np.load(R50 / "golden.npz")
+    pixels = np.round(golden["input_2"][0] + np.array(config.Config().mean_pixel)).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "im.png"), cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+    people = {}
+    for stats in ("pairwise_stats.mat", "own.npz"):
+        snapshot = tmp_path / f"{stats}.pt"
+        res = cli("import-tf", str(R50 / "model.ckpt"), "--config", str(reference_config(tmp_path)), "--out",
+                  str(snapshot), "--set", f"pairwise_stats_fn={tmp_path / stats}", "--set", "det_min_score=0.5")
+        assert res.exit_code == 0 and "pairwise_stats_fn" not in res.output, res.output
+        got_mean, got_std = stats_for(config_from_snapshot(load_snapshot(snapshot), snapshot))  # what predict reads
+        np.testing.assert_array_equal(got_mean, mean)
+        np.testing.assert_array_equal(got_std, std)
+        res = cli("predict", str(tmp_path / "im.png"), "--checkpoint", str(snapshot), "--out",
+                  str(tmp_path / f"{stats}.preds"), "--multi-person", "--device", "cpu")
+        assert res.exit_code == 0, res.output
+        people[stats] = json.loads((tmp_path / f"{stats}.preds" / "im.json").read_text())["persons"]
+    assert len(people["own.npz"]) >= 1 and people["pairwise_stats.mat"] == people["own.npz"]
