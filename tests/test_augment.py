@@ -15,11 +15,12 @@ import math
 import cv2
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 
 from fastpose import config
 from fastpose.baselines import pil_batches
 from fastpose.errors import UserError
-from fastpose.pipeline import augment, build_loader, motion_kernel, noise_field, sample_params
+from fastpose.pipeline import Params, augment, build_loader, ignore_grid, motion_kernel, noise_field, sample_params
 from fastpose.shards import Sample, ShardDataset, ShardWriter
 
 K = 3
@@ -343,3 +344,15 @@ def test_noise_field_is_a_function_of_its_seed_with_the_drawn_std():
     assert not np.array_equal(field, other)
     off = sample_params(augment(_cfg(), train=True, perm=PERM), 2, 5, 64, 48, np.zeros((0, K, 3), np.float32))
     assert noise_field(off).tolist() == [[[0, 0, 0]]]
+
+
+def test_ignore_grid_follows_the_rotation_hand_computed():
+    # 100 x 80, scale 1, 90 degrees about (49.5, 39.5): (x, y) -> (y + 10, 89 - x), so a cell centre (4i + 2, 4j + 2)
+    # shows source pixel (87 - 4j, 4i - 8). The region x in [40, 60), y in [16, 32) covers j = 7..11, i = 6..9.
+    rle = mask_utils.frPyObjects(np.array([[40, 16, 20, 16]], np.float64), 80, 100)[0]
+    rles = [{"size": [80, 100], "counts": rle["counts"].decode()}]
+    p = Params(scale=1.0, clamped=False, res_w=100, res_h=80, crop_x=0, crop_y=0, crop_w=100, crop_h=80, flip=False,
+               angle=90.0)
+    want = np.zeros((20, 25), np.uint8)
+    want[7:12, 6:10] = 1
+    np.testing.assert_array_equal(ignore_grid(rles, 100, 80, p, stride=4), want)
