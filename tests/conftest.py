@@ -43,6 +43,10 @@ settings.load_profile(os.environ.get("FASTPOSE_FUZZ_PROFILE", "fuzz"))
 ROOT = Path(__file__).resolve().parents[1]  # the checkout, or its mutants/ copy under `make mutate`
 
 if ROOT.name == "mutants":
+    # mutmut runs the tests once in its own process, then forks one child per mutant: an OpenMP thread pool the
+    # parent started (any convolution) leaves the children spinning until mutmut's CPU limit kills them, which it
+    # counts as a timeout. One intra-op thread starts no pool.
+    torch.set_num_threads(1)
     for finder in sys.meta_path:
         files = getattr(finder, "known_source_files", None)  # scikit-build-core's editable finder: module -> file
         if isinstance(files, dict):

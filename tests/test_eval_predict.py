@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,7 +17,7 @@ from fastpose import config as config_mod
 from fastpose import predict as predict_mod
 from fastpose.checkpoint import save_snapshot
 from fastpose.cli import app
-from fastpose.draw import draw_pose
+from fastpose.draw import draw_persons, draw_pose
 from fastpose.evaluate import evaluate, ground_truth, score
 from fastpose.model import build_model
 from fastpose.predict import expand_inputs, predict_images
@@ -310,3 +312,340 @@ def test_eval_command_pixel_errors_of_both_splits_and_plots(shards, snapshot, tm
     assert doc2["split"] == "train" and list(doc2["splits"]) == ["train"]
     assert doc2["pixel_error"]["mean"] == pytest.approx(doc["splits"]["train"]["pixel_error"]["mean"])
 
+
+
+def test_choose_engine_by_suffix_and_request(tmp_path):
+    assert predict_mod.choose_engine(None, "run/snapshot-3.pt") == "torch"
+    assert predict_mod.choose_engine(None, tmp_path / "m.onnx") == "onnxruntime"
+    assert predict_mod.choose_engine(None, "m.ONNX.pt") == "torch"  # the suffix decides, not the name
+    assert predict_mod.choose_engine("onnxruntime", "snapshot-3.pt") == "onnxruntime"  # exported beside it
+    assert predict_mod.choose_engine("torch", "snapshot-3.pt") == "torch"
+    with pytest.raises(predict_mod.UserError, match=r"--engine 'tensorrt' is not an engine: use one of torch, "
+                                                   r"onnxruntime\."):
+        predict_mod.choose_engine("tensorrt", "snapshot-3.pt")
+    with pytest.raises(predict_mod.UserError, match=r"--engine torch cannot run m\.onnx, an ONNX file"):
+        predict_mod.choose_engine("torch", "m.onnx")
+
+
+def test_unique_stems_prefix_the_folder_then_number():
+    paths = [Path("a/x.png"), Path("b/x.jpg"), Path("c/y.png")]
+    assert predict_mod._unique_stems(paths) == ["a_x", "b_x", "y"]
+    # a_x is taken by the first two (same folder, same stem), then by q/a_x.png itself: numbered from 2.
+    paths = [Path("a/x.png"), Path("a/x.jpg"), Path("q/a_x.png"), Path("r/z.png")]
+    assert predict_mod._unique_stems(paths) == ["a_x", "a_x_2", "a_x_3", "z"]
+
+
+def test_all_persons_assembles_each_image_with_its_own_geometry(monkeypatch):
+    calls = []
+
+    def record(heads, b, valid_hw, ratio, targets, scale, cfg, assembly):
+        calls.append((b, valid_hw.tolist(), ratio.tolist(), targets, scale, cfg, assembly))
+        return f"persons {b}"
+
+    monkeypatch.setattr(predict_mod, "assemble_persons", record)
+    valid_hw = torch.tensor([[32, 56], [53, 47]])  # (B, 2) resized h, w
+    ratio = torch.tensor([[0.75, 0.25], [0.5, 1.0]])  # (B, 2) x, y
+    out = predict_mod.all_persons({"part": None}, valid_hw, ratio, "cfg", {"w": 1})
+    assert out == ["persons 0", "persons 1"]
+    assert calls == [(0, [32, 56], [0.75, 0.25], None, 0.5, "cfg", {"w": 1}),
+                     (1, [53, 47], [0.5, 1.0], None, 0.75, "cfg", {"w": 1})]  # scale: the mean of x, y ratios
+
+
+class _ShapeRunner:
+    """OnnxModel's interface: each call records its batch; joints (n, K, 3) = (image mean, batch size, call index)."""
+
+    outputs = ["joints", "part", "valid_hw", "ratio"]
+
+    def __init__(self):
+        self.batches = []
+
+    def run(self, images):
+        self.batches.append(images.shape)
+        n = len(images)
+        joints = np.zeros((n, K, 3), np.float32)
+        joints[..., 0] = images.reshape(n, -1).mean(1)[:, None]
+        joints[..., 1] = n
+        joints[..., 2] = len(self.batches) - 1
+        return {"joints": joints, "part": np.full((n, K, 2, 2), float(len(self.batches)), np.float32),
+                "valid_hw": np.full((n, 2), 8, np.int64), "ratio": np.full((n, 2), 0.5, np.float32)}
+
+
+def test_onnx_batch_runs_each_run_of_equal_sizes_together(monkeypatch):
+    images = [np.full((4, 6, 3), v, np.uint8) for v in (10, 20)] + [np.full((6, 4, 3), 30, np.uint8),
+                                                                    np.full((4, 6, 3), 40, np.uint8)]
+    runner = _ShapeRunner()
+    joints, persons = predict_mod.onnx_batch(runner, images, "cfg", None, False)
+    assert runner.batches == [(2, 4, 6, 3), (1, 6, 4, 3), (1, 4, 6, 3)]  # only neighbours are batched
+    assert joints.dtype == np.float64 and joints.shape == (4, K, 3)
+    np.testing.assert_array_equal(joints[:, 0], [[10, 2, 0], [20, 2, 0], [30, 1, 1], [40, 1, 2]])
+    assert persons == [None] * 4
+
+    seen = []
+
+    def persons_of(heads, valid_hw, ratio, cfg, assembly):
+        seen.append((sorted(heads), heads["part"].flatten()[0].item(), heads["locref"], valid_hw.tolist(),
+                     ratio.tolist(), cfg, assembly))
+        return [f"image of call {len(seen)}"] * len(valid_hw)
+
+    monkeypatch.setattr(predict_mod, "all_persons", persons_of)
+    runner = _ShapeRunner()
+    joints, persons = predict_mod.onnx_batch(runner, images, "cfg", {"w": 1}, True)
+    assert persons == ["image of call 1"] * 2 + ["image of call 2", "image of call 3"]
+    assert seen[0] == (["locref", "pairwise", "part"], 1.0, None, [[8, 8]] * 2, [[0.5, 0.5]] * 2, "cfg", {"w": 1})
+    assert [s[1] for s in seen] == [1.0, 2.0, 3.0]
+
+
+# predict() end to end with PeakModel (its joints are PREDICT_JOINTS, each score sigmoid(3)): batching, bad inputs,
+# the JSON documents and drawings, the multi-person choice and the ONNX Runtime engine, each stage's inputs recorded.
+SIGMOID3 = 0.9525741268
+
+
+class _CountingPeakModel(PeakModel):
+    def __init__(self, fail: Exception | None = None):
+        super().__init__()
+        self.batches, self.fail = [], fail
+
+    def forward(self, images):
+        self.batches.append(images.shape[0])
+        if self.fail is not None:
+            raise self.fail
+        return super().forward(images)
+
+
+def _images(folder, kinds):
+    """Write one file per kind ("bad": undecodable bytes; 0 / 1: a PNG of PREDICT_SIZES[kind]); their paths."""
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for i, kind in enumerate(kinds):
+        path = folder / f"i{i}.png"
+        path.write_bytes(b"not an image" if kind == "bad" else _png(*PREDICT_SIZES[kind], 30 + i))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def fake_load(shards, monkeypatch):
+    """load_model -> (a _CountingPeakModel, the test config); returns (model, cfg, the calls' arguments)."""
+    model, cfg, calls = _CountingPeakModel(), _cfg(shards), []
+
+    def load(checkpoint, device, given):
+        calls.append((checkpoint, device, given))
+        return model, cfg
+
+    monkeypatch.setattr(predict_mod, "load_model", load)
+    return model, cfg, calls
+
+
+def _joints_doc(xys, scores, names=NAMES):
+    return [{"name": n, "x": x, "y": y, "score": s} for n, (x, y), s in zip(names, xys, scores)]
+
+
+def test_predict_batches_and_documents(fake_load, tmp_path):
+    model, cfg, calls = fake_load
+    kinds = [i % 2 for i in range(9)]
+    paths = _images(tmp_path / "imgs", kinds)
+    docs = predict_mod.predict("s.pt", [str(tmp_path / "imgs")], tmp_path / "out", cfg=cfg, multi_person=False)
+    assert model.batches == [8, 1]  # the default batch size
+    assert calls == [("s.pt", torch.device("cpu"), cfg)]  # the default device is auto: the CPU here
+    assert len(docs) == 9
+    for path, kind, doc in zip(paths, kinds, docs):
+        h, w = PREDICT_SIZES[kind]
+        assert json.loads((tmp_path / "out" / f"{path.stem}.json").read_text()) == doc
+        assert {k: doc[k] for k in ("image", "width", "height", "frame")} == {
+            "image": str(path), "width": w, "height": h,
+            "frame": "image pixels, 0-based, pixel centres at integer coordinates"}
+        assert [j["name"] for j in doc["joints"]] == NAMES
+        np.testing.assert_allclose([[j["x"], j["y"], j["score"]] for j in doc["joints"]],
+                                   np.c_[PREDICT_JOINTS[kind], [SIGMOID3] * K], atol=1e-4)
+    # min_score 0 by default: every joint drawn; 0.96 > sigmoid(3) hides them all (the image as it was)
+    source = cv2.imread(str(paths[0]))
+    drawn = cv2.imread(str(tmp_path / "out" / "i0.png"))
+    assert drawn.shape == source.shape and (drawn != source).any()
+    predict_mod.predict("s.pt", [str(paths[0])], tmp_path / "hidden", cfg=cfg, multi_person=False, min_score=0.96)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "hidden" / "i0.png")), source)
+    model.batches.clear()
+    assert len(predict_mod.predict("s.pt", [str(paths[0]), str(paths[1])], tmp_path / "one", batch_size=1,
+                                   multi_person=False)) == 2
+    assert model.batches == [1, 1]
+    with pytest.raises(predict_mod.UserError, match=r"^--batch-size must be positive, got 0\.$"):
+        predict_mod.predict("s.pt", [str(paths[0])], tmp_path / "zero", batch_size=0)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(predict_mod.UserError, match=r"^--out .*afile: .*afile is a file, not a folder"):
+        predict_mod.predict("s.pt", [str(paths[0])], tmp_path / "afile", multi_person=False)
+
+
+def test_predict_unnamed_joints(fake_load, tmp_path, monkeypatch):
+    model, cfg, _ = fake_load
+    monkeypatch.setattr(predict_mod, "load_model", lambda *_: (model, dataclasses.replace(cfg, joint_names=[])))
+    docs = predict_mod.predict("s.pt", [str(_images(tmp_path / "imgs", [0])[0])], tmp_path / "out",
+                               multi_person=False)
+    assert [j["name"] for j in docs[0]["joints"]] == ["joint0", "joint1", "joint2"]
+
+
+def test_predict_bad_inputs_stop_or_are_skipped(fake_load, tmp_path):
+    model, cfg, _ = fake_load
+    good0, good1, good2, bad = _images(tmp_path / "imgs", [0, 1, 0, "bad"])
+    out = tmp_path / "out"
+    decode = " could not be decoded as an image. Pass PNG/JPEG files, or remove this one. Or pass --skip-bad"
+    with pytest.raises(predict_mod.UserError) as info:
+        predict_mod.predict("s.pt", [str(p) for p in (good0, good1, good2, bad)], out, batch_size=2)
+    assert str(info.value).startswith(f"{bad} (input 4 of 4; the outputs of the 2 before its batch are in {out})"
+                                      f"{decode}")
+    assert sorted(p.name for p in out.iterdir()) == ["i0.json", "i0.png", "i1.json", "i1.png"]
+    with pytest.raises(predict_mod.UserError) as info:
+        predict_mod.predict("s.pt", [str(good0), str(bad)], out, batch_size=2)
+    assert str(info.value).startswith(f"{bad} (input 2 of 2){decode}")
+    # skipped: a first batch of nothing but bad files, then a bad file between two good ones
+    more = _images(tmp_path / "more", ["bad", "bad", "bad", 0, "bad", 1])
+    skipped = []
+    model.batches.clear()
+    docs = predict_mod.predict("s.pt", [str(p) for p in more], tmp_path / "o2", batch_size=3, skip_bad=True,
+                               skipped=skipped, multi_person=False)
+    assert [d["image"] for d in docs] == [str(more[3]), str(more[5])] and model.batches == [2]
+    assert [s[0] for s in skipped] == [str(more[i]) for i in (0, 1, 2, 4)]
+    assert skipped[1][1] == f"{more[1]} (input 2 of 6) could not be decoded as an image. Pass PNG/JPEG files, or " \
+                            f"remove this one."
+    assert skipped[3][1].startswith(f"{more[4]} (input 5 of 6; the outputs of the 3 before its batch are in ")
+    docs = predict_mod.predict("s.pt", [str(p) for p in more], tmp_path / "o3", skip_bad=True, multi_person=False)
+    assert len(docs) == 2  # no list to append the skipped ones to: still fine
+
+
+def test_predict_out_of_memory_names_the_batch(shards, tmp_path, monkeypatch):
+    cfg = _cfg(shards)
+    model = _CountingPeakModel(fail=torch.OutOfMemoryError("CUDA out of memory"))
+    monkeypatch.setattr(predict_mod, "load_model", lambda *_: (model, cfg))
+    first, second = _images(tmp_path / "imgs", [0, 1])
+    with pytest.raises(predict_mod.UserError) as info:
+        predict_mod.predict("s.pt", [str(first), str(second)], tmp_path / "out", batch_size=2, multi_person=False)
+    assert str(info.value) == (f"Out of GPU memory predicting {first} and the 1 images after it (batch size 2; the "
+                               f"largest image is 71 x 67 before scaling). Pass a smaller --batch-size, or --device "
+                               f"cpu.")
+
+
+# One person per image from the fake assembly: its joint 1 lacks (score 0), drawn only above min_score 1e-6.
+PERSON = np.array([[[10.0, 12.0, 0.9], [20.0, 22.0, 0.0], [30.0, 32.0, 0.7]]])
+
+
+@pytest.fixture
+def fake_assembly(monkeypatch):
+    """classifier_for -> the (classifier, note) a test sets; all_persons -> PERSON per image. Records both calls."""
+    rec = {"answer": ({"w": 1}, None), "classifier": [], "persons": []}
+
+    def classifier_for(cfg, checkpoint):
+        rec["classifier"].append((cfg, checkpoint))
+        return rec["answer"]
+
+    def all_persons(heads, valid_hw, ratio, cfg, assembly):
+        rec["persons"].append((heads, valid_hw, ratio, cfg, assembly))
+        return [PERSON] * len(valid_hw)
+
+    monkeypatch.setattr(predict_mod, "classifier_for", classifier_for)
+    monkeypatch.setattr(predict_mod, "all_persons", all_persons)
+    return rec
+
+
+@pytest.mark.parametrize("asked, change, note, assembled", [
+    (None, {}, None, False),  # automatic: on only for a pairwise head or COCO-type data
+    (None, {"pairwise_predict": True}, None, True),
+    (None, {"dataset_type": "coco"}, None, True),
+    (True, {}, None, True),
+    (None, {"pairwise_predict": True}, "no statistics", False),  # automatic and no classifier: single person
+    (False, {"pairwise_predict": True}, None, False),
+])
+def test_predict_multi_person_choice(fake_load, fake_assembly, tmp_path, monkeypatch, asked, change, note, assembled):
+    model, cfg, _ = fake_load
+    cfg = dataclasses.replace(cfg, **change)
+    monkeypatch.setattr(predict_mod, "load_model", lambda *_: (model, cfg))
+    fake_assembly["answer"] = ({"w": 1}, note)
+    image = _images(tmp_path / "imgs", [0])[0]
+    doc = predict_mod.predict("s.pt", [str(image)], tmp_path / "out", multi_person=asked)[0]
+    assert fake_assembly["classifier"] == ([] if asked is False else [(cfg, "s.pt")])
+    np.testing.assert_allclose([[j["x"], j["y"]] for j in doc["joints"]], PREDICT_JOINTS[0], atol=1e-4)
+    drawn = cv2.cvtColor(cv2.imread(str(tmp_path / "out" / "i0.png")), cv2.COLOR_BGR2RGB)
+    if not assembled:
+        assert "persons" not in doc and fake_assembly["persons"] == []
+        return
+    assert doc["persons"] == [_joints_doc(PERSON[0, :, :2], PERSON[0, :, 2])]
+    ((heads, valid_hw, ratio, got_cfg, assembly),) = fake_assembly["persons"]
+    assert got_cfg is cfg and assembly == {"w": 1}
+    assert heads["part"].shape == (1, K, 4, 8) and heads["part"][0, 2, 3, 5] == 3.0  # PeakModel's output
+    assert valid_hw.tolist() == [[32, 56]] and ratio.tolist()[0] == pytest.approx([56 / 71, 32 / 41])
+    source = cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(drawn, draw_persons(source, PERSON, cfg.skeleton, min_score=1e-6))
+    assert (draw_persons(source, PERSON, cfg.skeleton, min_score=0.0) != drawn).any()  # joint 1 would show
+
+
+def test_predict_multi_person_without_classifier_is_a_user_error(fake_load, fake_assembly, tmp_path):
+    fake_assembly["answer"] = (None, "no statistics")
+    with pytest.raises(predict_mod.UserError, match=r"^--multi-person: no statistics\.$"):
+        predict_mod.predict("s.pt", [str(_images(tmp_path / "imgs", [0])[0])], tmp_path / "out", multi_person=True)
+
+
+class _FakeOnnx:
+    """OnnxModel's interface; an export for multi-person (its name says) has the pairwise output. joints (n, K, 3):
+    x = the image's width, y = its height, score 0.5."""
+
+    made: list = []
+    config_values: dict = {}
+
+    def __init__(self, path, device):
+        self.path, self.calls = Path(path), 0
+        self.outputs = ["joints", "part", "locref", "valid_hw", "ratio"] + (["pairwise"] if "multi" in str(path)
+                                                                            else [])
+        _FakeOnnx.made.append(self)
+
+    def run(self, images):
+        self.calls += 1
+        n, h, w = images.shape[:3]
+        joints = np.zeros((n, K, 3), np.float32)
+        joints[..., 0], joints[..., 1], joints[..., 2] = w, h, 0.5
+        return {"joints": joints, "part": np.zeros((n, K, 2, 2), np.float32), "valid_hw": np.full((n, 2), 8),
+                "ratio": np.ones((n, 2), np.float32), "pairwise": np.zeros((n, 2 * K * (K - 1), 2, 2), np.float32)}
+
+
+@pytest.fixture
+def fake_onnx(shards, monkeypatch):
+    """onnx_for -> `<checkpoint>.single.onnx` or `.multi.onnx` (calls recorded), OnnxModel -> _FakeOnnx carrying the
+    test config with joint names a, b, c."""
+    exports = []
+
+    def onnx_for(checkpoint, *, multi_person=False):
+        exports.append((checkpoint, multi_person))
+        return Path(f"{checkpoint}.{'multi' if multi_person else 'single'}.onnx")
+
+    monkeypatch.setattr(predict_mod, "onnx_for", onnx_for)
+    monkeypatch.setattr(predict_mod, "OnnxModel", _FakeOnnx)
+    monkeypatch.setattr(_FakeOnnx, "made", [])
+    monkeypatch.setattr(_FakeOnnx, "config_values", {**_cfg(shards).to_dict(), "joint_names": ["a", "b", "c"]})
+    return exports
+
+
+def test_predict_engine_onnxruntime(fake_onnx, fake_assembly, shards, tmp_path):
+    image = _images(tmp_path / "imgs", [1])[0]
+    docs = predict_mod.predict("s.pt", [str(image)], tmp_path / "out", engine="onnxruntime", device="cpu",
+                               multi_person=False)
+    assert fake_onnx == [("s.pt", False)]
+    assert [(m.path, m.calls) for m in _FakeOnnx.made] == [(Path("s.pt.single.onnx"), 1)]
+    assert docs[0]["joints"] == _joints_doc([(59, 67)] * K, [0.5] * K, ["a", "b", "c"])  # the file's config
+    cfg = _cfg(shards)
+    docs = predict_mod.predict("m.onnx", [str(image)], tmp_path / "out", cfg=cfg, multi_person=False)
+    assert fake_onnx[1] == ("m.onnx", False) and docs[0]["joints"][0]["name"] == "head"  # the given config
+    # asked for multi-person: exported with the pairwise outputs, assembled with the classifier
+    fake_onnx.clear()
+    docs = predict_mod.predict("s.pt", [str(image)], tmp_path / "out", engine="onnxruntime", multi_person=True)
+    assert fake_onnx == [("s.pt", True)] and _FakeOnnx.made[-1].calls == 1
+    assert docs[0]["persons"] == [_joints_doc(PERSON[0, :, :2], PERSON[0, :, 2], ["a", "b", "c"])]
+    ((heads, valid_hw, ratio, got_cfg, assembly),) = fake_assembly["persons"][-1:]
+    assert sorted(heads) == ["locref", "pairwise", "part"] and heads["pairwise"] is not None
+    assert valid_hw.tolist() == [[8, 8]] and got_cfg.joint_names == ["a", "b", "c"] and assembly == {"w": 1}
+    # automatic multi-person (a pairwise head) on a single-person export: exported again with the pairwise outputs
+    fake_onnx.clear()
+    _FakeOnnx.made.clear()
+    pairwise = dataclasses.replace(cfg, pairwise_predict=True)
+    docs = predict_mod.predict("s.pt", [str(image)], tmp_path / "out", cfg=pairwise, engine="onnxruntime")
+    assert fake_onnx == [("s.pt", False), ("s.pt", True)]
+    assert [(m.path, m.calls) for m in _FakeOnnx.made] == [(Path("s.pt.single.onnx"), 0), (Path("s.pt.multi.onnx"), 1)]
+    assert "persons" in docs[0]
+    with pytest.raises(predict_mod.UserError, match=r"^m\.onnx was exported without --multi-person, so it lacks the "
+                                                   r"pairwise offsets"):
+        predict_mod.predict("m.onnx", [str(image)], tmp_path / "out", cfg=pairwise)
