@@ -276,6 +276,11 @@ def test_import_bad_inputs_are_one_paragraph(tmp_path):
     assert "multi-animal DeepLabCut model" in error(str(train))
     train = dlc_folder(tmp_path / "mobile", net_type="mobilenet_v2_1.0")
     assert "mobilenet_v2_1.0 is a DeepLabCut network fastpose does not support" in error(str(train))
+    # A MobileNet checkpoint (tools/tf_fixtures.py's mobilenet_v2: DeepLabCut's variable scheme) under a ResNet config.
+    train = dlc_folder(tmp_path / "mobile_ckpt")
+    for suffix in (".index", ".data-00000-of-00001"):
+        (train / f"snapshot-40{suffix}").write_bytes((TF / "mobilenet_v2" / f"model.ckpt{suffix}").read_bytes())
+    assert "MobileNet" in error(str(train), "--set", "backbone_width=0.0625")
 
 
 def test_multi_person_predict_reads_the_reference_pairwise_stats_mat(tmp_path):
