@@ -14,21 +14,27 @@ import dataclasses
 import json
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import scipy.io
 import torch
 
 from fastpose import checkpoint, config
+from fastpose.analyze import Options, analyze
 from fastpose.convert import mat, synth
 from fastpose.errors import UserError
+from fastpose.evaluate import predict_split
 from fastpose.export import InferenceGraph
 from fastpose.images import batch_images, prepare_image
 from fastpose.model import PoseNet, SamePool, build_model, infer
 from fastpose.pairwise import write_stats
+from fastpose.pipeline import decode_rgb
 from fastpose.predict import predict_images, single_joints
+from fastpose.shards import ShardDataset
 from fastpose.tfckpt import open_checkpoint
 from fastpose.tfweights import init_weights, resolve_layout, tf_arch
+from fastpose.tracks import read_table
 from fastpose.train import train
 
 TF = Path(__file__).resolve().parent / "data" / "tf"
@@ -207,18 +213,34 @@ def three_joint_shards(root: Path) -> Path:
     return root / "shards"
 
 
-@pytest.mark.slow
-def test_the_reference_config_trains_two_steps_from_the_tf_fixture(tmp_path):
-    """pose_cfg.yaml as written (init_weights: model.ckpt), plus a dataset: 2 steps, a slim snapshot whose frozen
-    batch-norm statistics are TF's bit for bit, which eval/predict load back in the slim layout."""
-    shards = three_joint_shards(tmp_path)
-    base = [f"dataset={shards}", f"out_dir={tmp_path / 'run'}", f"pairwise_stats_fn={tmp_path / 'stats.mat'}",
+@pytest.fixture(scope="module")
+def slim_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(the run folder, the shards) of 2 training steps with the r50 fixture's pose_cfg.yaml as written
+    (init_weights: model.ckpt), plus a dataset: the reference's flow."""
+    tmp = tmp_path_factory.mktemp("slim_run")
+    shards = three_joint_shards(tmp)
+    base = [f"dataset={shards}", f"out_dir={tmp / 'run'}", f"pairwise_stats_fn={tmp / 'stats.mat'}",
             "batch_size=2", "num_workers=1", "num_threads=1", "precision=fp32", "channels_last=false"]
     write_stats(config.load(TF / "r50_all" / "pose_cfg.yaml", base), quiet=True)
     cfg = config.load(TF / "r50_all" / "pose_cfg.yaml", base)
     assert cfg.backbone_layout == "auto" and cfg.init_weights == str(TF / "r50_all" / "model.ckpt")
     train(cfg, quiet=True)
-    run = tmp_path / "run"
+    return tmp / "run", shards
+
+
+def unpadded_joints(model, cfg, image: np.ndarray) -> np.ndarray:
+    """(K, 3) joints of one (H, W, 3) uint8 image from the network run on it alone, unpadded: TF's way."""
+    x, (h, w) = prepare_image(image, cfg)
+    with torch.no_grad():
+        heads = model(torch.from_numpy(x).permute(2, 0, 1)[None].contiguous())
+    ratio = torch.tensor([[w / image.shape[1], h / image.shape[0]]], dtype=torch.float64)
+    return single_joints(heads, torch.tensor([[h, w]]), ratio, cfg)[0]
+
+
+@pytest.mark.slow
+def test_the_reference_config_trains_two_steps_from_the_tf_fixture(slim_run):
+    """A slim snapshot whose frozen batch-norm statistics are TF's bit for bit, loaded back in the slim layout."""
+    run, _ = slim_run
     saved = config.load(run / "config.yaml")
     assert saved.backbone_layout == "slim" and saved.backbone_width == 0.0625
     losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -236,3 +258,36 @@ def test_the_reference_config_trains_two_steps_from_the_tf_fixture(tmp_path):
     with pytest.raises(UserError, match="trained with backbone_layout = slim"):
         checkpoint.load_model(run / "snapshot-2.pt", torch.device("cpu"),
                               config.load(None, ["backbone_layout=torchvision", "net_type=resnet_50"]))
+
+
+@pytest.mark.slow
+def test_eval_and_analyze_give_the_unpadded_networks_joints(slim_run, tmp_path):
+    """eval's DALI batches (mixed sizes, padded) and analyze's padded frames: the joints of each image run alone."""
+    run, shards = slim_run
+    model, cfg = checkpoint.load_model(run / "snapshot-2.pt", torch.device("cpu"))
+    data = ShardDataset(shards, "train")
+    images = [decode_rgb(data.image_bytes(i)) for i in range(len(data))]
+    data.close()
+    assert len({im.shape for im in images}) > 1  # one batch holds several sizes
+    found, n = predict_split(model, cfg, shards, "train", 3, torch.device("cpu"))
+    assert n == len(images)
+    for i, image in enumerate(images):  # global_scale 1: sample pixels are the image's
+        np.testing.assert_allclose(found[i], unpadded_joints(model, cfg, image), atol=1e-3, rtol=0)
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (50, 66, 3), dtype=np.uint8) for _ in range(3)]
+    video = tmp_path / "clip.avi"
+    with av.open(str(video), "w") as c:  # mpeg4 at q 1: decoded frames are what analyze sees, read back below
+        stream = c.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 66, 50, "yuv420p"
+        for f in frames:
+            c.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(stream.encode())
+    with av.open(str(video)) as c:
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    # global_scale 0.75: the network sees 37 x 49 frames, padded to 48 x 64 in analyze's batches
+    result = analyze(run / "config.yaml", [str(video)], checkpoint=run / "snapshot-2.pt", out_dir=tmp_path,
+                     device="cpu", overrides=["global_scale=0.75"], options=Options(progress=False, batch_size=3))
+    table = read_table(Path(result["rows"][0]["outputs"][0])).to_numpy().reshape(3, cfg.num_joints, 3)
+    scaled = dataclasses.replace(cfg, global_scale=0.75)
+    for row, image in zip(table, decoded):
+        np.testing.assert_allclose(row, unpadded_joints(model, scaled, image), atol=1e-3, rtol=0)
