@@ -250,6 +250,10 @@ def test_expand_inputs(tmp_path):
 
     with pytest.raises(UserError, match="matched no files"):
         expand_inputs([str(tmp_path / "*.gif")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"empty is a folder without images \(\.png, \.jpg, .*\)\. Pass image files, a "
+                                        r"folder of images or a glob"):
+        expand_inputs([str(tmp_path / "empty")])
 
 
 def test_draw_pose_colours_and_min_score():
@@ -339,13 +343,15 @@ def test_all_persons_assembles_each_image_with_its_own_geometry(monkeypatch):
     calls = []
 
     def record(heads, b, valid_hw, ratio, targets, scale, cfg, assembly):
+        assert heads is given
         calls.append((b, valid_hw.tolist(), ratio.tolist(), targets, scale, cfg, assembly))
         return f"persons {b}"
 
     monkeypatch.setattr(predict_mod, "assemble_persons", record)
     valid_hw = torch.tensor([[32, 56], [53, 47]])  # (B, 2) resized h, w
     ratio = torch.tensor([[0.75, 0.25], [0.5, 1.0]])  # (B, 2) x, y
-    out = predict_mod.all_persons({"part": None}, valid_hw, ratio, "cfg", {"w": 1})
+    given = {"part": None}
+    out = predict_mod.all_persons(given, valid_hw, ratio, "cfg", {"w": 1})
     assert out == ["persons 0", "persons 1"]
     assert calls == [(0, [32, 56], [0.75, 0.25], None, 0.5, "cfg", {"w": 1}),
                      (1, [53, 47], [0.5, 1.0], None, 0.75, "cfg", {"w": 1})]  # scale: the mean of x, y ratios
@@ -458,9 +464,14 @@ def test_predict_batches_and_documents(fake_load, tmp_path):
         np.testing.assert_allclose([[j["x"], j["y"], j["score"]] for j in doc["joints"]],
                                    np.c_[PREDICT_JOINTS[kind], [SIGMOID3] * K], atol=1e-4)
     # min_score 0 by default: every joint drawn; 0.96 > sigmoid(3) hides them all (the image as it was)
+    assert (tmp_path / "out" / "i0.json").read_text().startswith('{\n "image": ')  # indented by one space
     source = cv2.imread(str(paths[0]))
     drawn = cv2.imread(str(tmp_path / "out" / "i0.png"))
     assert drawn.shape == source.shape and (drawn != source).any()
+    pose = np.array([[j["x"], j["y"], j["score"]] for j in docs[0]["joints"]])
+    skeleton = draw_pose(source[..., ::-1], pose[:, :2], pose[:, 2], cfg.skeleton)[..., ::-1]  # the edges too
+    np.testing.assert_array_equal(drawn, skeleton)
+    assert (draw_pose(source[..., ::-1], pose[:, :2], pose[:, 2])[..., ::-1] != drawn).any()
     predict_mod.predict("s.pt", [str(paths[0])], tmp_path / "hidden", cfg=cfg, multi_person=False, min_score=0.96)
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "hidden" / "i0.png")), source)
     model.batches.clear()
@@ -589,6 +600,7 @@ class _FakeOnnx:
     config_values: dict = {}
 
     def __init__(self, path, device):
+        assert device == torch.device("cpu")
         self.path, self.calls = Path(path), 0
         self.outputs = ["joints", "part", "locref", "valid_hw", "ratio"] + (["pairwise"] if "multi" in str(path)
                                                                             else [])
@@ -649,3 +661,29 @@ def test_predict_engine_onnxruntime(fake_onnx, fake_assembly, shards, tmp_path):
     with pytest.raises(predict_mod.UserError, match=r"^m\.onnx was exported without --multi-person, so it lacks the "
                                                    r"pairwise offsets"):
         predict_mod.predict("m.onnx", [str(image)], tmp_path / "out", cfg=pairwise)
+
+
+def test_single_joints_refines_within_the_image_and_maps_back():
+    part = torch.zeros(1, 1, 4, 4)  # (B, K, H, W): the best cell inside a 16 x 16 image, a higher one in the padding
+    part[0, 0, 1, 1], part[0, 0, 3, 3] = 2.0, 5.0
+    locref = torch.zeros(1, 2, 4, 4)  # (B, 2K, H, W) dx, dy in units of locref_stdev
+    locref[0, :, 1, 1] = torch.tensor([0.5, -0.25])
+    cfg = _cfg_values(stride=8, locref_stdev=7.2801)
+    joints = predict_mod.single_joints({"part": part, "locref": locref}, torch.tensor([[16, 16]]),
+                                       torch.tensor([[0.5, 0.25]]), cfg)
+    # network pixels: x = 1 * 8 + 4 + 0.5 * 7.2801 = 15.64005, y = 12 - 0.25 * 7.2801 = 10.179975; image pixels:
+    # (x + 0.5) / 0.5 - 0.5 = 31.7801, (y + 0.5) / 0.25 - 0.5 = 42.2199; score sigmoid(2)
+    assert joints.dtype == np.float64
+    np.testing.assert_allclose(joints, [[[31.7801, 42.2199, 0.8807970780]]], rtol=1e-6)
+
+
+def _cfg_values(**values):
+    """A stand-in config with just the fields a function reads."""
+    return type("Cfg", (), values)()
+
+
+def test_predict_reports_a_drawing_opencv_cannot_encode(fake_load, tmp_path, monkeypatch):
+    image = _images(tmp_path / "imgs", [0])[0]
+    monkeypatch.setattr(cv2, "imencode", lambda ext, img: (False, None))
+    with pytest.raises(RuntimeError, match=rf"^OpenCV could not encode the drawing of {image} as PNG$"):
+        predict_mod.predict("s.pt", [str(image)], tmp_path / "out", multi_person=False)
