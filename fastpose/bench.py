@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import importlib
 import json
+import os
 import platform
 import resource
 import sys
@@ -141,14 +142,27 @@ def _dataset(cfg, data) -> Path:
     return dataset.bind_joints(cfg, quiet=True)[1]
 
 
-def _rate(batches, batch_size: int, iters: int) -> float:
-    """images/s over `iters` batches of an endless iterator, after one warm-up batch."""
+def _cpu_s(pids=()) -> float:
+    """User + system CPU seconds so far of this process (all its threads) and of the live processes `pids` (Linux
+    /proc; fields 14 and 15 of /proc/PID/stat)."""
+    total = 0
+    for pid in ("self", *pids):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _rate(batches, batch_size: int, iters: int, pids=()) -> tuple[float, float]:
+    """(images/s, CPU ms per image of this process and the worker processes `pids`) over `iters` batches of an
+    endless iterator, after one warm-up batch. The CPU time does not depend on how busy the machine is the way the
+    wall clock does (a loader that uses two cores gains nothing on a machine whose cores are taken)."""
     it = iter(batches)
     next(it)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), _cpu_s(pids)
     for _ in range(iters):
         next(it)
-    return iters * batch_size / (time.perf_counter() - t)
+    n = iters * batch_size
+    return n / (time.perf_counter() - t), 1e3 * (_cpu_s(pids) - cpu) / n
 
 
 def _endless(loader):
@@ -160,14 +174,14 @@ def compare_loaders(cfg, dataset_dir, split: str = "train", batch_size: int = 8,
     """images/s of the DALI loader and of the per-sample PIL loader (fastpose.baselines) on the same data, same work."""
     loader = build_loader(cfg, dataset_dir, split, train=True, batch_size=batch_size)
     try:
-        dali = _rate(_endless(loader), batch_size, iters)
+        dali, dali_cpu = _rate(_endless(loader), batch_size, iters, [p.pid for p in loader.workers])
         device = str(loader.device)
     finally:
         loader.close()
-    pil = _rate(pil_batches(cfg, dataset_dir, split, batch_size), batch_size, iters)
+    pil, pil_cpu = _rate(pil_batches(cfg, dataset_dir, split, batch_size), batch_size, iters)
     return {"dataset": str(dataset_dir), "split": split, "batch_size": batch_size, "iters": iters, "device": device,
             "num_workers": cfg.num_workers, "num_threads": cfg.num_threads, "dali_img_s": dali, "pil_img_s": pil,
-            "ratio": dali / pil}
+            "ratio": dali / pil, "dali_cpu_ms_per_img": dali_cpu, "pil_cpu_ms_per_img": pil_cpu}
 
 
 # The second measurement of `fastpose bench data`: every training augmentation on every sample (probability 1), at a
@@ -194,8 +208,10 @@ def bench_data(cfg, device: torch.device, iters: int) -> dict:
     return {"images_per_s": res["dali_img_s"], "ms_per_batch": 1e3 * cfg.batch_size / res["dali_img_s"],
             "batch_size": cfg.batch_size, "runs": iters, "baseline": "PIL/numpy per-sample loader",
             "baseline_images_per_s": res["pil_img_s"], "ratio": res["ratio"], "dataset": str(path),
+            "cpu_ms_per_image": res["dali_cpu_ms_per_img"], "baseline_cpu_ms_per_image": res["pil_cpu_ms_per_img"],
             "augmented": {"images_per_s": aug["dali_img_s"], "baseline_images_per_s": aug["pil_img_s"],
-                          "ratio": aug["ratio"], "settings": AUGMENTED}}
+                          "ratio": aug["ratio"], "cpu_ms_per_image": aug["dali_cpu_ms_per_img"],
+                          "baseline_cpu_ms_per_image": aug["pil_cpu_ms_per_img"], "settings": AUGMENTED}}
 
 
 # make_targets cases, name: (B, P, K, H, W, dist_thresh): MPII at 368 px (pos_dist_thresh 17 x global_scale 0.8),

@@ -63,6 +63,8 @@ def test_bench_data_targets_e2e(config_file):
     data, e2e = report["results"]["data"], report["results"]["e2e"]
     assert data["images_per_s"] > 0 and data["baseline_images_per_s"] > 0
     assert data["ratio"] == pytest.approx(data["images_per_s"] / data["baseline_images_per_s"])
+    # CPU time per image (this process's threads and the data workers; /proc clock ticks, so 0 is possible here)
+    assert data["cpu_ms_per_image"] >= 0 and data["baseline_cpu_ms_per_image"] >= 0
     aug = data["augmented"]  # the same comparison with every augmentation on
     assert aug["images_per_s"] > 0 and aug["settings"]["rotation_p"] == 1.0
     assert aug["ratio"] == pytest.approx(aug["images_per_s"] / aug["baseline_images_per_s"])

@@ -72,7 +72,8 @@ def main() -> None:
                 r = compare_loaders(c, root, "train", args.batch_size, args.iters)
                 print(f"{name + what:31s} batch {r['batch_size']} x {r['iters']} on {r['device']} ({r['num_workers']} "
                       f"workers, {r['num_threads']} threads): DALI {r['dali_img_s']:.1f} img/s, PIL/numpy "
-                      f"{r['pil_img_s']:.1f} img/s, ratio {r['ratio']:.2f}x")
+                      f"{r['pil_img_s']:.1f} img/s, ratio {r['ratio']:.2f}x; CPU per image: DALI "
+                      f"{r['dali_cpu_ms_per_img']:.0f} ms, PIL/numpy {r['pil_cpu_ms_per_img']:.0f} ms")
 
 
 if __name__ == "__main__":
