@@ -468,10 +468,13 @@ def _resolve(path: Path) -> tuple[Path, str]:
 
 def is_tf_checkpoint(path: str | Path) -> bool:
     """Whether `path` is meant as a TensorFlow checkpoint (a cheap look at names and the file's last 8 bytes): a V2
-    prefix or any of its files (.index, .data-*, also .meta, so that open_checkpoint explains what to pass), or a
-    file ending in the table magic (V1). False for torchvision .pth files and anything else."""
+    prefix or any of its files (.index, .data-*, also .meta, so that open_checkpoint explains what to pass), a file
+    ending in the table magic (V1), or a missing file named like TensorFlow's (resnet_v1_101.ckpt, model.ckpt-1000),
+    so that open_checkpoint says what is missing. False for torchvision .pth files and anything else."""
     path = Path(path)
     if path.name.endswith((".index", ".meta")) or _DATA_SUFFIX.search(path.name) or Path(f"{path}.index").is_file():
+        return True
+    if not path.exists() and re.search(r"\.ckpt(-\d+)?$", path.name):
         return True
     try:
         with open(path, "rb") as f:

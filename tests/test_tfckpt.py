@@ -85,7 +85,8 @@ def test_the_names_a_user_may_give(tmp_path):
         assert is_tf_checkpoint(folder / name)
     assert is_tf_checkpoint(folder / "model_v1.ckpt") and not is_tf_checkpoint(folder / "pose_cfg.yaml")
     assert is_tf_checkpoint(folder / "model.ckpt.meta")  # so that open_checkpoint explains what to pass
-    assert not is_tf_checkpoint(tmp_path / "missing.ckpt")
+    assert is_tf_checkpoint(tmp_path / "resnet_v1_101.ckpt") and is_tf_checkpoint(tmp_path / "model.ckpt-1000")
+    assert not is_tf_checkpoint(tmp_path / "missing.pth") and not is_tf_checkpoint(tmp_path)
     torch.save({"conv1.weight": torch.zeros(2)}, tmp_path / "resnet.pth")
     assert not is_tf_checkpoint(tmp_path / "resnet.pth")
     # A Lightning-style .ckpt that is really a torch zip is not TensorFlow's.
