@@ -24,6 +24,7 @@ from fastpose import export as export_mod
 from fastpose import predict as predict_mod
 from fastpose.assembly import assemble_persons
 from fastpose.checkpoint import config_from_snapshot, save_snapshot
+from fastpose.device import effective_precision, memory_format
 from fastpose.export import export, read_metadata
 from fastpose.images import eval_size, prepare_image, resize_weights
 from fastpose.model import build_model
@@ -272,6 +273,7 @@ def test_multi_person_onnx_file_assembles_as_predict(tmp_path):
     assert all(p.shape == (2, 3, 3) for p in want)
 
     runner = export_mod.OnnxModel(path, torch.device("cpu"))
+    assert runner.session.get_session_options().intra_op_num_threads == torch.get_num_threads()  # torch's count
     out = {k: torch.from_numpy(v) for k, v in runner.run(np.stack(frames)).items()}
     file_cfg = config_from_snapshot({"config": runner.config_values})  # the file carries its config
     for b, expected in enumerate(want):
@@ -348,9 +350,14 @@ def test_bench_export_part_times_every_engine():
     report = bench.run(["export"], overrides=["net_type=resnet_18", "num_joints=3"], batch_size=2, size=48, iters=1,
                        warmup=0, device="cpu")
     res = report["results"]["export"]
-    assert list(res["engines"]) == ["torch_eager", "torch_compile", "torch_export", "onnxruntime"]
+    assert list(res["engines"]) == ["torch_eager", "torch_eager_as_predict", "torch_compile", "torch_export",
+                                    "onnxruntime"]
     assert res["engines"]["torch_eager"]["over_eager"] == 1.0
-    for name in ("torch_eager", "torch_export", "onnxruntime"):  # torch.compile may lack a C++ compiler: reported
+    dev = torch.device("cpu")
+    assert res["as_predict"] == {"precision": effective_precision("auto", dev),
+                                 "channels_last": memory_format("auto", dev) == torch.channels_last}
+    # torch.compile may lack a C++ compiler: then it reports an error instead
+    for name in ("torch_eager", "torch_eager_as_predict", "torch_export", "onnxruntime"):
         engine = res["engines"][name]
         assert engine["images_per_s"] == pytest.approx(2 / engine["seconds"][0])
     assert res["fastest"] in res["engines"] and res["net_type"] == "resnet_18" and res["size"] == 48

@@ -4,8 +4,9 @@ round so that a shared machine's load hits every variant alike.
 
     python tools/bench_engines.py --net resnet_18 --batch 2 --size 224 --rounds 3
 
-Variants: torch eager NCHW (what `fastpose predict` runs) with 2 and 1 threads; eager channels_last; eager with the
-network frozen by torch.jit.freeze + optimize_for_inference (conv + batch norm folded, oneDNN layout: what ORT's graph
+Variants: torch eager NCHW fp32 with 2 and 1 threads; eager channels_last; eager bf16 autocast + channels_last with 2
+and 1 threads (what `fastpose predict` runs on a CPU where `precision: auto` picks bf16); eager with the network
+frozen by torch.jit.freeze + optimize_for_inference (conv + batch norm folded, oneDNN layout: what ORT's graph
 optimiser does); ONNX Runtime with 2 and 1 intra-op threads. Prints the median seconds per batch and each variant's
 ratio over eager NCHW, fastest first.
 """
@@ -55,10 +56,10 @@ def main() -> None:
     images = torch.randint(0, 256, (args.batch, args.size, args.size, 3), dtype=torch.uint8)
     cpu = torch.device("cpu")
 
-    def eager(module, threads: int, channels_last: bool = False):
+    def eager(module, threads: int, channels_last: bool = False, bf16: bool = False):
         def call():
             torch.set_num_threads(threads)
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                 batch, _, _ = network_input(images, cfg)  # (B, 3, H, W)
                 if channels_last:
                     batch = batch.contiguous(memory_format=torch.channels_last)
@@ -85,6 +86,8 @@ def main() -> None:
         "torch eager NCHW, 2 threads": eager(net, 2),
         "torch eager NCHW, 1 thread": eager(net, 1),
         "torch eager channels_last, 2 threads": eager(last, 2, True),
+        "torch bf16 autocast + channels_last, 2 threads": eager(last, 2, True, True),
+        "torch bf16 autocast + channels_last, 1 thread": eager(last, 1, True, True),
         "torch frozen (BN folded, oneDNN), 2 threads": eager(frozen, 2),
         "onnxruntime, 2 threads": lambda: sessions[2].run(["joints"], {"images": host}),
         "onnxruntime, 1 thread": lambda: sessions[1].run(["joints"], {"images": host}),
