@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from fastpose import config as config_mod
 from fastpose.convert import dlc, mat, synth
 from fastpose.errors import UserError
 from fastpose.shards import ShardDataset, read_manifest, summary
@@ -295,3 +296,327 @@ def test_config_dataset_mat_is_cached(tmp_path):
     os.utime(tmp_path / "s" / "dataset.mat", ns=(1, 1))  # the .mat changed: rebuilt
     mat.cached_shards(tmp_path / "s" / "dataset.mat", cfg, quiet=True)
     assert (first / "manifest.json").stat().st_mtime_ns != stamp
+
+
+# The seed reader's parts, value by value, with the exact messages a user reads (per entry, or for the file).
+def test_mat_kind_names_what_a_value_is():
+    assert mat._kind(mat.Unreadable("a struct")) == "a struct" and repr(mat.Unreadable("x y")) == "x y"
+    assert mat._kind("abc") == "text" and mat._kind([1]) == "a cell" and mat._kind(np.empty(2, object)) == "a cell"
+    assert mat._kind(np.zeros((1, 2))) == "a 1 x 2 float64 array"
+    assert mat._kind(np.array(True)) == "a scalar logical array"
+    assert mat._kind(np.zeros(3, complex)) == "a 3 complex array"
+    assert mat._kind(np.array(["ab"])) == "a 1 char array" and mat._kind(np.array([b"ab"])) == "a 1 char array"
+    assert mat._kind(np.zeros(2, [("a", "f8")])) == "a 2 compound array"
+    assert mat._kind(np.zeros((2, 1, 4), np.int32)) == "a 2 x 1 x 4 int32 array"
+
+
+def test_mat_image_path_is_text_or_one_text():
+    assert mat._image_path("a.png") == "a.png" and mat._image_path([["b.png"]]) == "b.png"
+    assert mat._image_path(np.array(["c.png"])) == "c.png" and mat._image_path(np.array([], "U1")) == ""
+    assert mat._image_path(np.array([np.array(["d.png"])], object)) == "d.png"
+    for value, kind in [(["a", "b"], "a cell"), ([], "a cell"), (np.array(["a", "b"]), "a 2 char array"),
+                        (mat.Unreadable("a struct"), "a struct"), (np.zeros(3), "a 3 float64 array"),
+                        (np.empty(2, object), "a cell")]:
+        with pytest.raises(ValueError) as info:
+            mat._image_path(value)
+        assert str(info.value) == f"image is {kind}, not the image's path as text"
+
+
+def test_mat_size_is_three_positive_integers():
+    size = mat._size(np.array([[3], [40], [50]], np.uint8))
+    assert size.dtype == np.float64 and size.tolist() == [3, 40, 50]
+    assert mat._size(np.array([1, 2**31 - 1, 7.0])).tolist() == [1, 2**31 - 1, 7]
+    for value, kind in [("abc", "text"), ([3, 4, 5], "a cell"), (np.array([3, 4]), "a 2 int64 array"),
+                        (np.array([True] * 3), "a 3 logical array"), (mat.Unreadable("a null reference"),
+                                                                      "a null reference")]:
+        with pytest.raises(ValueError) as info:
+            mat._size(value)
+        assert str(info.value) == f"size is {kind}, not [C, H, W] (3 numbers)"
+    for bad in ([3, 4.5, 5], [3, 0, 5], [3, -4, 5], [3, np.nan, 5], [3, np.inf, 5], [3, 2**31, 5]):
+        with pytest.raises(ValueError) as info:
+            mat._size(np.array(bad, np.float64))
+        assert str(info.value) == f"size is {np.array(bad, np.float64).tolist()}, not 3 positive integers [C, H, W]"
+
+
+def test_mat_persons_are_n_by_3_matrices():
+    persons = mat._persons([np.array([[0, 1, 2]], np.int32), np.zeros((0, 0)), np.array([[1, 2, 3], [2, 4, 5.5]])])
+    assert [p.shape for p in persons] == [(1, 3), (0, 3), (2, 3)] and all(p.dtype == np.float64 for p in persons)
+    assert persons[2].tolist() == [[1, 2, 3], [2, 4, 5.5]]
+    (one,) = mat._persons(np.array([[0, 7, 8]], np.uint8))  # a matrix instead of a cell: one person
+    assert one.tolist() == [[0, 7, 8]] and one.dtype == np.float64
+    for value, message in [
+            ("abc", "joints is text, not a cell of N x 3 [joint_id, x, y] matrices"),
+            (np.array(["a"]), "joints is a 1 char array, not a cell of N x 3 [joint_id, x, y] matrices"),
+            ([np.zeros((1, 3)), "s"], "joints cell 2 is text, not an N x 3 [joint_id, x, y] matrix"),
+            ([np.array([True])], "joints cell 1 is a 1 logical array, not an N x 3 [joint_id, x, y] matrix"),
+            ([mat.Unreadable("a struct")], "joints cell 1 is a struct, not an N x 3 [joint_id, x, y] matrix"),
+            ([np.zeros((3, 2))], "joints cell 1 is a 3 x 2 float64 array, not N x 3 [joint_id, x, y] (transpose "
+                                 "it: one row per joint)"),
+            ([np.zeros((2, 4))], "joints cell 1 is a 2 x 4 float64 array, not N x 3 [joint_id, x, y]"),
+            ([np.zeros(3)], "joints cell 1 is a 3 float64 array, not N x 3 [joint_id, x, y]")]:
+        with pytest.raises(ValueError) as info:
+            mat._persons(value)
+        assert str(info.value) == message
+
+
+def test_mat_joint_ids_and_their_maximum():
+    rows = np.array([[0, 1, 1], [2.5, 1, 1], [-1, 1, 1], [np.nan, 1, 1], [np.inf, 1, 1], [3, 1, 1]])
+    assert mat._valid_ids(rows).tolist() == [0, 3]
+    assert mat.max_joint_id([{"joints": [rows, np.array([[1, 0, 0]])]}, {"joints": []}]) == 3
+    assert mat.max_joint_id([{"joints": [np.array([[0.0, 5, 5]])]}]) == 0  # id 0 counts: one joint
+    assert mat.max_joint_id([{"joints": [np.array([[-2.0, 5, 5]]), np.zeros((0, 3))]}]) == -1
+
+
+def test_mat_to_entries_paths_joints_and_first_problem(tmp_path):
+    (tmp_path / "root").mkdir()
+    absolute = tmp_path / "here.png"
+    absolute.write_bytes(b"x")
+
+    def raw(image, joints=(), size=(3, 20, 30), problem=None):
+        return {"image": image, "size": np.array(size, np.float64), "joints": [np.array(j, np.float64).reshape(-1, 3)
+                                                                              for j in joints], "problem": problem}
+
+    entries = mat.to_entries([
+        raw("a/im.png", [[[0, 1.5, 2], [2, 3, 4]], [[1, 5, 6]]]),
+        raw(str(absolute)),
+        raw("/elsewhere/gone.png"),
+        raw("", problem=None),
+        raw("b.png", size=(20, 30)),
+        raw("c.png", problem="size is text, not [C, H, W] (3 numbers)"),
+        raw("d.png", [[[3, 1, 1], [0, np.nan, 1]]]),
+        raw("e.png", [[[0, np.inf, 1], [9, 1, 1]]]),
+    ], tmp_path / "labels" / "d.mat", 3)
+    assert [e.index for e in entries] == list(range(8))
+    assert entries[0].image_path == (tmp_path / "labels" / "a" / "im.png").resolve()  # beside the .mat
+    assert entries[0].joints.dtype == np.float32
+    np.testing.assert_array_equal(entries[0].joints, [[[1.5, 2, 2], [0, 0, 0], [3, 4, 2]], [[0, 0, 0], [5, 6, 2],
+                                                                                             [0, 0, 0]]])
+    assert entries[0].declared_size == (3, 20, 30) and entries[0].problems == []
+    assert entries[1].image_path == absolute and entries[2].image_path == Path("/elsewhere/gone.png")
+    assert entries[3].problems == [("malformed entry", "entry 3: image path empty or size not [C, H, W] "
+                                                       "([3.0, 20.0, 30.0])")]
+    assert entries[4].declared_size is None
+    assert entries[4].problems == [("malformed entry", "entry 4: image path empty or size not [C, H, W] "
+                                                       "([20.0, 30.0])")]
+    assert entries[5].problems == [("malformed entry", "entry 5: size is text, not [C, H, W] (3 numbers)")]
+    assert entries[6].problems == [("joint id out of range", "entry 6 person 0 has joint id 3, num_joints is 3")]
+    assert entries[7].problems == [("non-finite coordinates", "entry 7 person 0 joint 0: (inf, 1.0)")]
+    assert entries[7].joints.shape == (1, 3, 3) and not entries[7].joints.any()
+    # --images-root: relative paths under it; a missing absolute path by its file name there, an existing one kept
+    entries = mat.to_entries([raw("a/im.png"), raw("/elsewhere/gone.png"), raw(str(absolute))],
+                             tmp_path / "labels" / "d.mat", 3, tmp_path / "root")
+    assert [e.image_path for e in entries] == [tmp_path / "root" / "a" / "im.png", tmp_path / "root" / "gone.png",
+                                               absolute]
+
+
+def test_mat_v5_reading_order_and_file_errors(tmp_path):
+    # A 2 x 2 struct array: MATLAB's linear order runs down the columns.
+    ds = np.empty((2, 2), dtype=[("image", object), ("size", object), ("joints", object)])
+    for (r, c), name in zip([(0, 0), (1, 0), (0, 1), (1, 1)], "abcd"):
+        ds[r, c] = (name + ".png", np.array([3.0, 4, 5]), np.array([[0.0, 1, 2]]))  # joints: a matrix, no cell
+    scipy.io.savemat(tmp_path / "grid.mat", {"dataset": ds})
+    entries = mat.read_entries(tmp_path / "grid.mat")
+    assert [e["image"] for e in entries] == ["a.png", "b.png", "c.png", "d.png"]
+    assert [e["joints"][0].tolist() for e in entries] == [[[0, 1, 2]]] * 4 and entries[0]["problem"] is None
+    # two persons in a 1 x 2 cell, in order
+    save_v5(tmp_path / "two.mat", [("a.png", [3, 4, 5], [[[0, 1, 2]], [[1, 3, 4]]])])
+    assert [p.tolist() for p in mat.read_entries(tmp_path / "two.mat")[0]["joints"]] == [[[0, 1, 2]], [[1, 3, 4]]]
+    # a malformed entry: the problem is kept, the entry too
+    save_v5(tmp_path / "bad.mat", [("a.png", [3, 4], [])])
+    (entry,) = mat.read_entries(tmp_path / "bad.mat")
+    assert entry["problem"] == "size is a 1 x 2 float64 array, not [C, H, W] (3 numbers)" and entry["joints"] == []
+    scipy.io.savemat(tmp_path / "plain.mat", {"dataset": np.zeros(3), "other": np.ones(1)})
+    with pytest.raises(UserError, match=r": 'dataset' is not a struct array\. Save it as a struct with fields image, "
+                                        r"size, joints\.$"):
+        mat.read_entries(tmp_path / "plain.mat")
+    scipy.io.savemat(tmp_path / "two_names.mat", {"a": np.zeros(1), "b": np.zeros(1)})
+    with pytest.raises(UserError, match=r"two_names\.mat: no variable 'dataset' \(found: a, b\)\. The seed format is"):
+        mat.read_entries(tmp_path / "two_names.mat")
+    with pytest.raises(UserError, match=rf"^{tmp_path} is a folder\. Pass the path of your dataset\.mat file itself"):
+        mat.read_entries(tmp_path)
+    with pytest.raises(UserError, match=r"nope\.mat does not exist\. Pass the path of your dataset\.mat\.$"):
+        mat.read_entries(tmp_path / "nope.mat")
+
+
+def _v73(path, build):
+    """An HDF5 file as MATLAB -v7.3 writes it, its content made by build(f, refs group, put)."""
+    with h5py.File(path, "w", userblock_size=512) as f:
+        refs = f.create_group("#refs#")
+
+        def put(value, cls, **attrs):
+            d = refs.create_dataset(f"r{len(refs)}", data=value)
+            d.attrs["MATLAB_class"] = np.bytes_(cls)
+            for k, v in attrs.items():
+                d.attrs[k] = v
+            return d.ref
+
+        build(f, refs, put)
+    return path
+
+
+def test_mat_v73_values(tmp_path):
+    def build(f, refs, put):
+        group = f.create_group("dataset")
+        image = [put(np.array([[ord(c)] for c in "im.png"], np.uint16), "char"),
+                 put(np.array([[-1.0]]), "char"),  # no character code
+                 refs.create_group("nested").ref, h5py.Reference()]
+        size = [put(np.array([[3.0], [4], [5]]), "double"), put(np.array([[3.0, 4, 5]]), "double"),
+                put(np.zeros(2, np.uint64), "double", MATLAB_empty=1), put(np.array([[3.0], [4], [5]]), "double")]
+        cell = put(np.array([[put(np.array([[0.0], [1], [2]]), "double")]], dtype=h5py.ref_dtype), "cell")
+        joints = [cell, cell, cell, cell]
+        for name, values in (("image", image), ("size", size), ("joints", joints)):
+            group.create_dataset(name, data=np.array(values, dtype=h5py.ref_dtype).reshape(len(values), 1))
+
+    entries = mat.read_entries(_v73(tmp_path / "v.mat", build))
+    assert entries[0]["image"] == "im.png" and entries[0]["size"].tolist() == [3, 4, 5]
+    assert [p.tolist() for p in entries[0]["joints"]] == [[[0, 1, 2]]] and entries[0]["problem"] is None
+    assert entries[1]["problem"] == "image is a char array of non-characters, not the image's path as text"
+    assert entries[2]["problem"] == "image is a struct, not the image's path as text"
+    assert entries[3]["problem"] == "image is a null reference, not the image's path as text"
+    with h5py.File(tmp_path / "v.mat", "r") as f:
+        empty = f["dataset"]["size"][()].T.ravel()[2]
+        assert mat._v73_value(f, empty).shape == (0, 0)  # MATLAB_empty: [] whatever the stored placeholder
+        row = f["dataset"]["size"][()].T.ravel()[1]  # stored 1 x 3: read back transposed, as MATLAB means it
+        assert mat._v73_value(f, row).tolist() == [[3], [4], [5]]
+        assert mat._v73_value(f, np.float64(7)).tolist() == 7.0  # a number where a reference belongs
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("damaged", r"v\.mat is a damaged MATLAB v7\.3 \(HDF5\) file \(.+\)\. Save it again from MATLAB \(save -v7\.3\) "
+                r"or with scipy\.io\.savemat\.$"),
+    ("no dataset", r"v\.mat: no variable 'dataset' \(found: labels\)\. The seed format is a struct array"),
+    ("not a struct", r"v\.mat: 'dataset' is not a struct array\. Save it as a struct with fields image, size, "
+                     r"joints\.$"),
+    ("missing field", r"v\.mat: the struct 'dataset' lacks the field\(s\) joints \(it has: image, size\)\. Every "
+                      r"entry needs image \(path\), size \(\[C, H, W\]\) and joints"),
+    ("nested field", r"v\.mat: the field size of 'dataset' is a nested struct, not one value per entry\. Save "
+                     r"dataset\(i\)\.size as a plain array"),
+    ("counts", r"v\.mat: the fields of 'dataset' have different entry counts \(\{'image': 2, 'size': 1, 'joints': "
+               r"1\}\); every entry needs"),
+])
+def test_mat_v73_file_errors(tmp_path, kind, message):
+    def build(f, refs, put):
+        if kind == "no dataset":
+            f.create_dataset("labels", data=np.zeros(2))
+            return
+        if kind == "not a struct":
+            f.create_dataset("dataset", data=np.zeros(2))
+            return
+        group = f.create_group("dataset")
+        one = put(np.array([[3.0], [4], [5]]), "double")
+        for name in ("image", "size", "joints")[:2 if kind == "missing field" else 3]:
+            if name == "size" and kind == "nested field":
+                group.create_group(name)
+                continue
+            n = 2 if name == "image" and kind == "counts" else 1
+            group.create_dataset(name, data=np.array([one] * n, dtype=h5py.ref_dtype).reshape(n, 1))
+
+    path = _v73(tmp_path / "v.mat", build)
+    if kind == "damaged":
+        data = path.read_bytes()
+        path.write_bytes(data[:600])  # the HDF5 signature, then nothing
+    with pytest.raises(UserError, match=message):
+        mat.read_entries(path)
+
+
+def test_mat_v73_class_attributes_and_top_level_names(tmp_path):
+    def build(f, refs, put):
+        group = f.create_group("dataset")
+        image = put(np.array([[ord(c)] for c in "im.png"], np.uint16), "char")
+        refs[f"r{len(refs) - 1}"].attrs["MATLAB_class"] = "char"  # a str attribute (not bytes) is read the same
+        size = put(np.array([[3.0], [4], [5]]), "double")
+        cell = refs.create_dataset("cell", data=np.array([[put(np.array([[1.0], [2], [3]]), "double")]],
+                                                         dtype=h5py.ref_dtype))  # no MATLAB_class: references
+        for name, ref in (("image", image), ("size", size), ("joints", cell.ref)):
+            group.create_dataset(name, data=np.array([[ref]], dtype=h5py.ref_dtype))
+
+    (entry,) = mat.read_entries(_v73(tmp_path / "v.mat", build))
+    assert entry["image"] == "im.png" and [p.tolist() for p in entry["joints"]] == [[[1, 2, 3]]]
+    _v73(tmp_path / "two.mat", lambda f, refs, put: [f.create_dataset(n, data=np.zeros(1)) for n in ("a", "b")])
+    with pytest.raises(UserError, match=r"two\.mat: no variable 'dataset' \(found: a, b\)\."):
+        mat.read_entries(tmp_path / "two.mat")
+    _v73(tmp_path / "none.mat", lambda f, refs, put: None)
+    with pytest.raises(UserError, match=r"none\.mat: no variable 'dataset' \(found: none\)\."):
+        mat.read_entries(tmp_path / "none.mat")
+    data = (tmp_path / "none.mat").read_bytes()
+    (tmp_path / "none.mat").write_bytes(data[:600])
+    with pytest.raises(UserError, match=r"none\.mat is a damaged MATLAB v7\.3 \(HDF5\) file \(Unable to .*truncated "
+                                        r"file"):
+        mat.read_entries(tmp_path / "none.mat")
+
+
+def test_mat_v5_messages_and_a_cell_grid(tmp_path):
+    (tmp_path / "garbage.mat").write_bytes(b"not a mat file at all" * 10)
+    with pytest.raises(UserError, match=r"garbage\.mat is not a readable MATLAB file \(ValueError: Unknown mat file"):
+        mat.read_entries(tmp_path / "garbage.mat")
+    scipy.io.savemat(tmp_path / "nothing.mat", {})
+    with pytest.raises(UserError, match=r"nothing\.mat: no variable 'dataset' \(found: none\)\."):
+        mat.read_entries(tmp_path / "nothing.mat")
+    ds = np.empty((1, 1), dtype=[("image", object), ("size", object)])
+    ds[0, 0] = ("a.png", np.array([3, 1, 1.0]))
+    scipy.io.savemat(tmp_path / "nofield.mat", {"dataset": ds})
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'nofield.mat'}: the struct 'dataset' lacks the field\(s\) "
+                                        r"joints \(it has: image, size\)"):
+        mat.read_entries(tmp_path / "nofield.mat")
+    # four persons in a 2 x 2 cell: MATLAB's linear order runs down the columns
+    ds = np.empty((1, 1), dtype=[("image", object), ("size", object), ("joints", object)])
+    cell = np.empty((2, 2), dtype=object)
+    for (r, c), jid in zip([(0, 0), (1, 0), (0, 1), (1, 1)], range(4)):
+        cell[r, c] = np.array([[jid, 1.0, 2.0]])
+    ds[0, 0] = ("a.png", np.array([3, 4, 5.0]), cell)
+    scipy.io.savemat(tmp_path / "grid.mat", {"dataset": ds})
+    assert [p[0, 0] for p in mat.read_entries(tmp_path / "grid.mat")[0]["joints"]] == [0, 1, 2, 3]
+
+
+def test_cached_shards_binds_the_config_and_rebuilds_a_damaged_cache(tmp_path, capsys):
+    save_v5(tmp_path / "d.mat", records_for(tmp_path, 2))  # joint ids 0..2
+    cfg = config_mod.load(None, num_joints=4, joint_names=["a", "b", "c", "d"], all_joints=[[0], [1, 2], [3]],
+                          skeleton=[[0, 1], [2, 3]], seed=4)
+    cache = mat.cached_shards(tmp_path / "d.mat", cfg, quiet=True)
+    assert cache == tmp_path / "d.mat.shards" and capsys.readouterr() == ("", "")
+    manifest = read_manifest(cache)
+    assert (manifest["num_joints"], manifest["joint_names"], manifest["all_joints"], manifest["skeleton"]) == (
+        4, ["a", "b", "c", "d"], [[0], [1, 2], [3]], [[0, 1], [2, 3]])
+    assert manifest["source"]["seed"] == 4 and manifest["splits"]["train"]["samples"] == 2
+    (cache / "manifest.json").write_text("not json")  # a damaged cache manifest: converted again
+    assert mat.cached_shards(tmp_path / "d.mat", cfg) == cache and read_manifest(cache)["num_joints"] == 4
+    assert capsys.readouterr().err != ""  # not quiet: the progress display
+
+
+def test_mat_convert_joint_count_defaults_and_options(tmp_path, capsys):
+    imgs = write_images(tmp_path / "images", 2)
+    save_v5(tmp_path / "d.mat", [(image, size, [[[0, 3, 4]]]) for image, size in imgs])  # only id 0: one joint
+    result = mat.convert(tmp_path / "d.mat", tmp_path / "one", num_joints=0)  # 0 = inferred, as left out
+    assert result["num_joints"] == 1 and capsys.readouterr().err != ""  # not quiet by default: the progress
+    assert result["note"] == ("num_joints not given: using max joint id + 1 = 1. Pass --num-joints or --config to "
+                              "set it (and the joint names).")
+    manifest = read_manifest(tmp_path / "one")
+    assert manifest["samples_per_shard"] == 512 and manifest["source"]["kind"] == "mat"
+    with pytest.raises(UserError, match="exists"):  # no overwrite by default
+        mat.convert(tmp_path / "d.mat", tmp_path / "one", num_joints=1, quiet=True)
+    assert mat.convert(tmp_path / "d.mat", tmp_path / "one", num_joints=2, quiet=True, overwrite=True)["note"] == ""
+    with pytest.raises(UserError, match=r"^--num-joints -1: must be positive \(or left out to use the largest joint "
+                                        r"id \+ 1\)\.$"):
+        mat.convert(tmp_path / "d.mat", tmp_path / "neg", num_joints=-1, quiet=True)
+    mat.convert(tmp_path / "d.mat", tmp_path / "jpeg", num_joints=1, quiet=True, reencode_jpeg=90)
+    assert ShardDataset(tmp_path / "jpeg")[0].image[:3] == b"\xff\xd8\xff"  # stored re-encoded as JPEG
+
+
+def test_mat_convert_inferred_joint_count_limits(tmp_path):
+    imgs = write_images(tmp_path / "images", 2)
+    save_v5(tmp_path / "none.mat", [(imgs[0][0], imgs[0][1], []), (imgs[1][0], [3, 4], [])])
+    with pytest.raises(UserError) as info:
+        mat.convert(tmp_path / "none.mat", tmp_path / "out", quiet=True)
+    assert str(info.value) == (f"{tmp_path / 'none.mat'}: no joints in any well-formed entry, and no --num-joints "
+                               f"given. 1 of the 2 entries are malformed, e.g. entry 1: size is a 1 x 2 float64 array, "
+                               f"not [C, H, W] (3 numbers); fix them in the source file.")
+    save_v5(tmp_path / "empty.mat", [(imgs[0][0], imgs[0][1], [])])
+    with pytest.raises(UserError, match=r"empty\.mat: no joints in any well-formed entry, and no --num-joints "
+                                        r"given\.$"):
+        mat.convert(tmp_path / "empty.mat", tmp_path / "out", quiet=True)
+    save_v5(tmp_path / "big.mat", [(imgs[0][0], imgs[0][1], [[[999, 3, 4]]])])
+    assert mat.convert(tmp_path / "big.mat", tmp_path / "big", quiet=True)["num_joints"] == mat.MAX_INFERRED_JOINTS
+    save_v5(tmp_path / "huge.mat", [(imgs[0][0], imgs[0][1], [[[1000, 3, 4]]])])
+    with pytest.raises(UserError, match=r"huge\.mat: the largest joint id is 1000, so num_joints would be 1001; that "
+                                        r"id is probably wrong\. Pass --num-joints"):
+        mat.convert(tmp_path / "huge.mat", tmp_path / "huge", quiet=True)
