@@ -335,6 +335,7 @@ def test_oks_and_iou_goldens():
     assert tracks.oks(a, _person(200, 10)) < 1e-6 and tracks.box_iou(a, _person(200, 10)) == 0
 
 
+@pytest.mark.slow  # ~7 s of CPU (H.264 encoding, analyze, predict on 12 frames)
 def test_multi_person_video_keeps_two_walkers_apart_as_predict_finds_them(tmp_path):
     """End to end: an H.264 video of two people walking past each other (tests/oracles/walkers.py: known joints, a
     hand-set network that finds them), `analyze --multi-person` through the assembly, the tracker and the h5 writer.
