@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import av
@@ -33,7 +34,7 @@ from fastpose.pipeline import decode_rgb
 from fastpose.predict import predict_images, single_joints
 from fastpose.shards import ShardDataset
 from fastpose.tfckpt import open_checkpoint
-from fastpose.tfweights import init_weights, resolve_layout, tf_arch
+from fastpose.tfweights import init_weights, load_tf, resolve_layout, tf_arch
 from fastpose.tracks import read_table
 from fastpose.train import train
 
@@ -198,6 +199,65 @@ def test_a_mobilenet_checkpoint_is_one_paragraph():
         tf_arch(ckpt)
     text = str(e.value)
     assert "MobileNet" in text and "MobilenetV2" in text and "resnet_v1_50" in text and "\n" not in text
+
+
+class Edited:
+    """A checkpoint seen through a filter: names dropped (pose heads: an ImageNet checkpoint; gamma: batch_norm
+    without scale) and training-state names added (optimiser slots, global_step, the ImageNet classifier)."""
+
+    def __init__(self, ckpt, drop: str, add: dict[str, np.ndarray]):
+        self.ckpt, self.drop, self.add = ckpt, drop, add
+        self.path, self.version = ckpt.path, ckpt.version
+
+    def names(self) -> list[str]:
+        return sorted([n for n in self.ckpt.names() if not re.search(self.drop, n)] + list(self.add))
+
+    def shape(self, name):
+        return self.add[name].shape if name in self.add else self.ckpt.shape(name)
+
+    def read(self, name):
+        return self.add[name] if name in self.add else self.ckpt.read(name)
+
+
+def test_without_gamma_or_heads_and_with_optimiser_slots():
+    ckpt = open_checkpoint(TF / "r50_all" / "model.ckpt")
+    slots = {"resnet_v1_50/conv1/weights/Momentum": np.zeros((7, 7, 3, 64), np.float32),
+             "global_step": np.array(5, np.int64), "resnet_v1_50/logits/weights": np.zeros((1, 1, 128, 10), np.float32),
+             "resnet_v1_50/conv1/BatchNorm/beta/Adam_1": np.zeros(64, np.float32),
+             "extra/thing": np.zeros(2, np.float32)}
+    no_gamma = Edited(ckpt, r"/gamma$", slots)
+    model = build_model(fixture_cfg("r50_all"))
+    report = load_tf(model, no_gamma, heads=True)
+    bn = {k: m for k, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert sorted(report["gamma_one"]) == sorted(f"{k}.weight" for k in bn) and len(bn) == 1 + 16 * 3 + 4
+    assert all(bool((m.weight == 1).all()) for m in bn.values())
+    assert report["unused"] == ["extra/thing"]  # slots, step and classifier are ignored, not reported
+    np.testing.assert_array_equal(model.bn1.bias.detach().numpy(), ckpt.read("resnet_v1_50/conv1/BatchNorm/beta"))
+    imagenet = Edited(ckpt, r"^pose/", {})
+    arch = tf_arch(imagenet)
+    assert arch["num_joints"] is None and arch["heads"] == {} and arch["width"] == 0.0625
+    fresh = build_model(fixture_cfg("r50_all"))
+    before = fresh.part.deconv.weight.detach().clone()
+    report = load_tf(fresh, imagenet, heads=True)
+    assert {k.split(".")[0] for k in report["new"]} == {"part", "locref", "pairwise", "intermediate"}
+    assert torch.equal(fresh.part.deconv.weight, before)  # heads keep their initialisation
+    hwio = ckpt.read("resnet_v1_50/block4/unit_3/bottleneck_v1/conv3/weights")  # (1, 1, 32, 128)
+    np.testing.assert_array_equal(fresh.layer4[2].conv3.weight.detach().numpy(), hwio.transpose(3, 2, 0, 1))
+
+
+def test_layout_and_width_keys():
+    for overrides, needle in ((["backbone_layout=tf"], "one of auto, torchvision, slim"),
+                              (["backbone_width=0"], "backbone_width"), (["backbone_width=0.01"], "1/64"),
+                              (["backbone_layout=slim", "net_type=resnet_34"], "bottleneck units only")):
+        with pytest.raises(UserError, match=needle):
+            config.load(None, overrides)
+    # width in the torchvision layout: the stages' base depths scale, the root conv keeps 64 channels
+    model = PoseNet("resnet_50", 2, width=0.25)
+    assert model.conv1.out_channels == 64 and model.layer1[0].conv1.out_channels == 16
+    assert (model.layer3_channels, model.out_channels) == (256, 512)  # 4 x (64, 128) at a quarter width
+    assert model.part.deconv.in_channels == 512
+    with torch.no_grad():
+        assert tuple(model.eval()(torch.zeros(1, 3, 33, 47))["part"].shape) == (1, 2, 6, 6)
 
 
 def three_joint_shards(root: Path) -> Path:
