@@ -132,7 +132,8 @@ def save_snapshot(out_dir: str | Path, iteration: int, *, model: torch.nn.Module
         # The snapshot just written always stays (even if a stale run left higher iterations), plus the newest
         # max_to_keep - 1 others.
         others = [p for _, p in list_snapshots(out_dir, prefix) if p != path]
-        for old in others[: len(others) - (max_to_keep - 1)]:
+        # max(.., 0): with fewer others than that, a negative end would slice off all but the last few
+        for old in others[: max(len(others) - (max_to_keep - 1), 0)]:
             old.unlink(missing_ok=True)
     return path
 

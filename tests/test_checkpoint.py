@@ -338,3 +338,58 @@ def test_load_model_binds_and_names_the_mismatch(tmp_path):
     with pytest.raises(UserError, match=r"list\.pt: its model weights are a list, not a state_dict: the snapshot is "
                                         r"damaged\."):
         checkpoint.load_model(tmp_path / "list.pt", torch.device("cpu"))
+
+
+def test_failures_before_the_temp_file_exists(tmp_path, monkeypatch):
+    def full(obj, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")  # before writing anything
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(UserError, match="nothing partial was left"):
+        checkpoint.write_snapshot(tmp_path / "a.pt", 1, model=Tiny(), optimizer=None, cfg=_cfg())
+
+    def interrupted(obj, f, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.write_snapshot(tmp_path / "a.pt", 1, model=Tiny(), optimizer=None, cfg=_cfg())
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_snapshot_folders_and_the_default_keep(tmp_path):
+    kept = []
+    for it in range(1, 8):
+        _save(tmp_path / "new" / "run", it)  # parent folders made as needed
+        kept.append([i for i, _ in checkpoint.list_snapshots(tmp_path / "new" / "run")])
+    # (a negative slice end once deleted all but the newest others while fewer than 4 were there: [1, 2, 3] -> [3, 4])
+    assert kept[:5] == [[1], [1, 2], [1, 2, 3], [1, 2, 3, 4], [1, 2, 3, 4, 5]]
+    assert [i for i, _ in checkpoint.list_snapshots(tmp_path / "new" / "run")] == [3, 4, 5, 6, 7]  # keeps 5
+    for it in (1, 2, 3):
+        _save(tmp_path / "all", it, max_to_keep=0)
+    assert [i for i, _ in checkpoint.list_snapshots(tmp_path / "all")] == [1, 2, 3]
+
+
+def test_binding_messages_name_the_snapshot(tmp_path):
+    with pytest.raises(UserError, match=r"^s\.pt: the snapshot holds no saved config \(found list\)"):
+        checkpoint.bind_snapshot_joints(_cfg(), {"config": [1]}, "s.pt")
+    trained = {"config": _cfg(skeleton=[[1, 2]], all_joints_names=["x", "y", "z"], all_joints=[[0], [1], [2]])
+               .to_dict()}
+    own = checkpoint.bind_snapshot_joints(config.load(None, skeleton=[[0, 1]]), trained, "s.pt")
+    assert own.skeleton == [[0, 1]] and own.all_joints_names == ["x", "y", "z"]  # what the config sets stays
+    with pytest.raises(UserError, match=r"^config \+ s\.pt: skeleton contains joint id 5 in \[0, 5\], but "
+                                                               r"num_joints is 3"):
+        checkpoint.bind_snapshot_joints(config.load(None, skeleton=[[0, 5]]), trained, "s.pt")
+    with pytest.raises(UserError, match=r"^config \+ s\.pt: backbone_layout = 'slim' is not allowed"):
+        checkpoint.bind_snapshot_network(_cfg(), {"config": {"backbone_layout": "slim", "backbone_width": 1 / 16}},
+                                         "s.pt")
+    path = _save(tmp_path, 3, cfg=_cfg())
+    ckpt = checkpoint.load_snapshot(path)
+    with pytest.raises(UserError, match=rf"^The config sets num_joints = 4, but {path} was trained with num_joints"):
+        checkpoint.load_model(path, torch.device("cpu"), config.load(None, num_joints=4))
+    with pytest.raises(UserError, match=rf"^The config sets backbone_width = 0.25, but {path} was trained with"):
+        checkpoint.load_model(path, torch.device("cpu"), config.load(None, backbone_width=0.25))
+    ckpt["config"]["zz"] = 1
+    torch.save(ckpt, tmp_path / "unknown.pt")
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'unknown.pt'}: the saved config has keys"):
+        checkpoint.load_model(tmp_path / "unknown.pt", torch.device("cpu"))

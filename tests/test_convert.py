@@ -620,3 +620,25 @@ def test_mat_convert_inferred_joint_count_limits(tmp_path):
     with pytest.raises(UserError, match=r"huge\.mat: the largest joint id is 1000, so num_joints would be 1001; that "
                                         r"id is probably wrong\. Pass --num-joints"):
         mat.convert(tmp_path / "huge.mat", tmp_path / "huge", quiet=True)
+
+
+def test_mat_leftovers_of_a_malformed_entry_and_rows_after_a_bad_one(tmp_path):
+    save_v5(tmp_path / "d.mat", [("a.png", [3, 4], []), (np.array([1.0, 2.0]), [3, 4, 5], [])])
+    bad_size, bad_image = mat.read_entries(tmp_path / "d.mat")
+    assert bad_size["image"] == "a.png" and bad_size["size"].shape == (0,) and bad_size["joints"] == []
+    assert bad_image["image"] == "" and bad_image["size"].shape == (0,)
+    assert bad_image["problem"] == "image is a 1 x 2 float64 array, not the image's path as text"
+    with pytest.raises(ValueError, match=r"^joints cell 1 is a cell, not an N x 3"):
+        mat._persons([[np.array([[0.0, 1, 2]])]])  # a nested cell, even of one good matrix
+    ds = np.empty((1, 1), dtype=[("image", object)])
+    ds[0, 0] = ("a.png",)
+    scipy.io.savemat(tmp_path / "two_missing.mat", {"dataset": ds})
+    with pytest.raises(UserError, match=r"lacks the field\(s\) size, joints \(it has: image\)"):
+        mat.read_entries(tmp_path / "two_missing.mat")
+    raw = {"image": "a.png", "size": np.array([3.0, 9, 9]), "problem": None,
+           "joints": [np.array([[9, 1, 1], [1, 5, 6], [0, np.nan, 2], [2, 7, 8]], np.float64)]}
+    (entry,) = mat.to_entries([raw], tmp_path / "d.mat", 3)
+    np.testing.assert_array_equal(entry.joints, [[[0, 0, 0], [5, 6, 2], [7, 8, 2]]])  # the rows after a bad one
+    assert entry.problems == [("joint id out of range", "entry 0 person 0 has joint id 9, num_joints is 3")]
+    (tmp_path / "three").write_bytes(b"abc")
+    assert mat.file_stamp(tmp_path / "three") == {"size": 3, "mtime_ns": os.stat(tmp_path / "three").st_mtime_ns}
