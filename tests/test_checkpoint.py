@@ -115,7 +115,7 @@ def test_bad_snapshots_are_user_errors(tmp_path):
     path = _save(tmp_path, 5)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match="corrupt or truncated"):
+    with pytest.raises(UserError, match=r"could not be read \(\w+Error: .+\); it is corrupt or truncated"):
         checkpoint.load_snapshot(path)
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "weights.pt")
     with pytest.raises(UserError, match="not a fastpose training snapshot.*init_weights"):

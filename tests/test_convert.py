@@ -211,6 +211,7 @@ def test_each_bad_input_class_is_reported(tmp_path):
     with pytest.raises(UserError) as err:
         mat.convert(path, tmp_path / "out", num_joints=3, quiet=True, workers=1)
     msg = str(err.value)
+    assert msg.startswith(f"{path}: 6 bad entries (entry indices are 0-based).")
     for kind, idx in [("missing image", 1), ("size mismatch", 2), ("unreadable image", 3),
                       ("joint id out of range", 4), ("non-finite coordinates", 5), ("joint far outside image", 6)]:
         assert f"{kind}: 1 entry [{idx}]" in msg, kind
@@ -591,7 +592,9 @@ def test_mat_convert_joint_count_defaults_and_options(tmp_path, capsys):
     assert result["note"] == ("num_joints not given: using max joint id + 1 = 1. Pass --num-joints or --config to "
                               "set it (and the joint names).")
     manifest = read_manifest(tmp_path / "one")
-    assert manifest["samples_per_shard"] == 512 and manifest["source"]["kind"] == "mat"
+    assert manifest["samples_per_shard"] == 512
+    assert {k: v for k, v in manifest["source"].items() if k != "stamp"} == {
+        "kind": "mat", "path": str((tmp_path / "d.mat").resolve()), "split": "", "seed": 0}
     with pytest.raises(UserError, match="exists"):  # no overwrite by default
         mat.convert(tmp_path / "d.mat", tmp_path / "one", num_joints=1, quiet=True)
     assert mat.convert(tmp_path / "d.mat", tmp_path / "one", num_joints=2, quiet=True, overwrite=True)["note"] == ""
