@@ -393,3 +393,21 @@ def test_binding_messages_name_the_snapshot(tmp_path):
     torch.save(ckpt, tmp_path / "unknown.pt")
     with pytest.raises(UserError, match=rf"^{tmp_path / 'unknown.pt'}: the saved config has keys"):
         checkpoint.load_model(tmp_path / "unknown.pt", torch.device("cpu"))
+
+
+def test_load_model_layout_and_the_first_two_shape_mismatches(tmp_path):
+    for last in (True, False):
+        cfg = _cfg(channels_last=last, location_refinement=True)
+        path = _save(tmp_path / str(last), 1, model=build_model(cfg), cfg=cfg)
+        loaded, _ = checkpoint.load_model(path, torch.device("cpu"))
+        weight = loaded.state_dict()["conv1.weight"]  # (64, 3, 7, 7)
+        assert weight.is_contiguous(memory_format=torch.channels_last) == last and weight.is_contiguous() != last
+    ckpt = checkpoint.load_snapshot(path)
+    for key, cut in (("part.deconv.weight", (slice(None), slice(0, 2))), ("part.deconv.bias", slice(0, 2)),
+                     ("locref.deconv.bias", slice(0, 4))):
+        ckpt["model"][key] = ckpt["model"][key][cut]
+    torch.save(ckpt, tmp_path / "three.pt")
+    with pytest.raises(UserError, match=r"\): part\.deconv\.weight is \(32, 2, 3, 3\) in the snapshot, \(32, 3, 3, 3\) "
+                                        r"for the config; part\.deconv\.bias is \(2,\) in the snapshot, \(3,\) for the "
+                                        r"config\. Evaluate"):
+        checkpoint.load_model(tmp_path / "three.pt", torch.device("cpu"))
