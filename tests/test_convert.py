@@ -582,6 +582,8 @@ def test_cached_shards_binds_the_config_and_rebuilds_a_damaged_cache(tmp_path, c
     (cache / "manifest.json").write_text("not json")  # a damaged cache manifest: converted again
     assert mat.cached_shards(tmp_path / "d.mat", cfg) == cache and read_manifest(cache)["num_joints"] == 4
     assert capsys.readouterr().err != ""  # not quiet: the progress display
+    (cache / "manifest.json").write_text("{}")  # no source recorded: converted again
+    assert mat.cached_shards(tmp_path / "d.mat", cfg, quiet=True) == cache and read_manifest(cache)["source"]
 
 
 def test_mat_convert_joint_count_defaults_and_options(tmp_path, capsys):
