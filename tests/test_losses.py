@@ -182,3 +182,23 @@ def test_shape_and_dtype_errors():
         part_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3, 2))
     with pytest.raises(ValueError, match="float32 or bfloat16"):
         locref_loss(torch.zeros(4, dtype=torch.float64), torch.zeros(4), torch.zeros(4))
+
+
+def test_twins_one_weighted_cell_and_their_messages():
+    z = torch.zeros(1, 1, 2, 2)  # (B, K, H, W)
+    one = z.clone()
+    one[0, 0, 1, 0] = 1.0
+    # one weighted cell: its own loss, divided by 1 (ce(0, target 1) = softplus(0) = ln 2)
+    assert losses.part_loss_torch(z, one, one).item() == pytest.approx(math.log(2), rel=1e-6)
+    pred = z.clone()
+    pred[0, 0, 1, 0] = 3.0
+    assert losses.locref_loss_torch(pred, z, one).item() == pytest.approx(2.5)  # Huber by default: |3| - 0.5
+    assert losses.locref_loss_torch(pred, z, one, huber=False).item() == pytest.approx(9.0)
+    for twin, names in ((losses.part_loss_torch, "logits, scmap and weights"),
+                        (losses.locref_loss_torch, "pred, target and mask")):
+        with pytest.raises(ValueError, match=rf"^{names} must have the same shape; got \(1, 1, 2, 2\), \(1, 1, 2, 1\), "
+                                             r"\(1, 1, 2, 2\)$"):
+            twin(z, z[..., :1], z)
+        first = names.split(",")[0]
+        with pytest.raises(ValueError, match=rf"^{first} must be float32 or bfloat16; got torch\.float64$"):
+            twin(z.double(), z.double(), z.double())
