@@ -109,3 +109,33 @@ def test_shard_ground_truth_through_coco_results_gives_ap_1(tmp_path):
     bad = ShardDataset(tmp_path / "coco", "test")
     bad.manifest = {**bad.manifest, "source": {"annotations": str(tmp_path / "moved.json")}}
     assert "not computed" in coco_metrics(results, bad, ids)["note"]
+
+
+def _tiny_coco(path, categories):
+    """Two 100 x 100 images with one 3-keypoint person each (area 2000: "medium"), written as a COCO json."""
+    anns = [{"id": i, "image_id": i, "category_id": 1, "iscrowd": 0, "area": 2000.0, "bbox": [10, 10, 40, 25],
+             "num_keypoints": 3, "keypoints": [20, 20, 2, 30, 25, 2, 40 + i, 30, 1]} for i in (1, 2)]
+    images = [{"id": i, "width": 100, "height": 100, "file_name": f"{i}.png"} for i in (2, 1)]
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": categories}))
+    return path, [{"image_id": a["image_id"], "category_id": 1, "score": 0.9,
+                   "keypoints": [float(v) for v in a["keypoints"]]} for a in anns]
+
+
+def test_coco_ap_joint_count_from_the_keypoint_category(tmp_path):
+    path, results = _tiny_coco(tmp_path / "a.json", [{"id": 2, "name": "ball"},
+                                                     {"id": 1, "name": "person", "keypoints": ["a", "b", "c"]}])
+    before = json.dumps(results)
+    r = coco_ap(results, path)
+    assert json.dumps(results) == before  # pycocotools' loadRes writes into its dicts: a copy is given
+    assert r["sigmas"] == "uniform 0.1" and r["AP"] == pytest.approx(1.0) and r["AR"] == pytest.approx(1.0)
+    assert (r["detections"], r["images"]) == (2, 2)
+    assert r["AP_medium"] == pytest.approx(1.0) and r["AP_large"] == -1.0  # no ground truth that large: -1
+    assert coco_ap(results[:1], path, image_ids=np.array([1]))["images"] == 1
+    empty = coco_ap([], path, image_ids=[2, 1])
+    assert {k: empty[k] for k in ("AP", "AP50", "AR_large", "images", "detections", "sigmas")} == {
+        "AP": 0.0, "AP50": 0.0, "AR_large": 0.0, "images": 2, "detections": 0, "sigmas": "uniform 0.1"}
+    with pytest.raises(ValueError, match=r"^17 OKS sigmas for 3 keypoints$"):
+        coco_ap(results, path, sigmas=COCO_SIGMAS)
+    path, results = _tiny_coco(tmp_path / "b.json", [{"id": 1, "name": "person", "keypoints": []}])
+    with pytest.raises(ValueError, match=r"^3 OKS sigmas for 17 keypoints$"):  # no keypoint names: COCO's 17
+        coco_ap(results, path, sigmas=[0.1] * 3)
