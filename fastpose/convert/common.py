@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,23 +197,51 @@ def _chunks(items: Iterable, size: int):
         yield chunk
 
 
-def _watched(results, procs: list, source: str):
-    """The pool's results in order, failing with a UserError when a worker dies: multiprocessing.Pool replaces a dead
-    worker but its entries are lost, and the ordered results would wait for them forever."""
-    while True:
-        try:
-            yield from results.next(timeout=1.0)  # a chunk: imap's own chunksize hides next(timeout) behind a generator
-        except StopIteration:
-            return
-        except mp.TimeoutError:
-            dead = [(i, p) for i, p in enumerate(procs) if p.exitcode is not None]  # exitcode polls (WNOHANG)
-            if dead:
-                i, p = dead[0]
-                raise UserError(f"{source}: convert worker {i + 1} of {len(procs)} (pid {p.pid}) "
-                                f"{exit_reason(p.exitcode)}, so the entries it held are lost and nothing was written. "
-                                f"SIGKILL usually comes from the out-of-memory killer (see `dmesg`) or kill -9: pass "
-                                f"fewer --workers if memory is short; a crash signal (SIGSEGV, SIGABRT) points at an "
-                                f"image a native decoder cannot read. Then run the command again.") from None
+def _pooled(pool: ProcessPoolExecutor, chunks: Iterable[list], workers: int, source: str, procs: list):
+    """The results of `_run_chunk` over `chunks` on `pool`, in order, with at most 4 chunks per worker in flight (the
+    decoded samples wait in memory until the writer takes them).
+
+    A worker that dies (the OOM killer, a native decoder's crash) breaks the executor, which stops the others and
+    fails every pending future: that ends in a UserError naming the worker. (multiprocessing.Pool, used before, replaces
+    a dead worker and loses its entries; and its terminate() can hang for good when the dead worker held the task
+    queue's lock.) `procs` (empty) receives the worker processes, for `_stop`."""
+    before = {p.pid for p in mp.active_children()}
+    window: deque[Future] = deque()
+    try:
+        for chunk in chunks:
+            window.append(pool.submit(_run_chunk, chunk))
+            if not procs:  # a fork-context executor starts all its workers at the first submit
+                procs += sorted((p for p in mp.active_children() if p.pid not in before), key=lambda p: p.pid)
+            if len(window) >= 4 * workers:
+                yield from window.popleft().result()
+        while window:
+            yield from window.popleft().result()
+    except BrokenProcessPool:
+        # The executor SIGTERMs the survivors once one worker is gone: the culprit is the one that did not get SIGTERM.
+        for p in procs:
+            p.join(timeout=5)
+        dead = [(i, p) for i, p in enumerate(procs) if p.exitcode not in (None, 0, -signal.SIGTERM)] or \
+            [(i, p) for i, p in enumerate(procs) if p.exitcode is not None] or [(0, None)]
+        i, p = dead[0]
+        who = f"convert worker {i + 1} of {len(procs)} (pid {p.pid}) {exit_reason(p.exitcode)}" if p else \
+            "a convert worker stopped unexpectedly"
+        raise UserError(f"{source}: {who}, so the entries it held are lost and nothing was written. SIGKILL usually "
+                        f"comes from the out-of-memory killer (see `dmesg`) or kill -9: pass fewer --workers if "
+                        f"memory is short; a crash signal (SIGSEGV, SIGABRT) points at an image a native decoder "
+                        f"cannot read. Then run the command again.") from None
+    finally:
+        for future in window:
+            future.cancel()
+
+
+def _stop(pool: ProcessPoolExecutor, procs: list, finished: bool) -> None:
+    """Shut the executor down: wait for idle workers after a full run; kill them at once after an error (their work is
+    no longer wanted, and a stuck decoder would otherwise hold the command)."""
+    if not finished:
+        for p in procs:
+            if p.exitcode is None:
+                p.kill()
+    pool.shutdown(wait=finished, cancel_futures=True)
 
 
 SKIP_HINT = "Fix these, or pass --skip-bad to skip them (they are listed in the manifest)."
@@ -243,14 +275,12 @@ def convert_entries(entries: list[Entry], writer: ShardWriter, *, source: str, s
     problems: dict[str, list[tuple[int, str]]] = {}
     written: dict[str, int] = {}
     jobs: Iterable = ((load, e) for e in entries)
-    pool, results = None, map(_run, jobs)
+    pool, procs, results, finished = None, [], map(_run, jobs), False
     if workers > 1 and len(entries) > 8:
-        before = {p.pid for p in mp.active_children()}
         # Each worker dies with this process, whatever kills it (fastpose/workers.py).
-        pool = mp.get_context("fork").Pool(workers, initializer=die_with_parent,
-                                           initargs=(os.getpid(), "convert worker"))
-        procs = sorted((p for p in mp.active_children() if p.pid not in before), key=lambda p: p.pid)
-        results = _watched(pool.imap(_run_chunk, _chunks(jobs, 4)), procs, source)
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=die_with_parent,
+                                   initargs=(os.getpid(), "convert worker"))
+        results = _pooled(pool, _chunks(jobs, 4), workers, source, procs)
     try:
         with Progress(TextColumn("[bold]convert[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=console, disable=quiet, transient=True) as bar:
@@ -264,12 +294,13 @@ def convert_entries(entries: list[Entry], writer: ShardWriter, *, source: str, s
                     writer.add(sample, split)
                     written[split] = written.get(split, 0) + 1
                 bar.advance(task)
+        finished = True
     except BaseException:
         writer.abort()
         raise
     finally:
         if pool:
-            pool.terminate()
+            _stop(pool, procs, finished)
     if problems and (not skip_bad or not written):  # with --skip-bad, every entry bad leaves nothing to write
         writer.abort()
         raise UserError(problem_report(problems, source, index_name, SKIP_HINT if not skip_bad else
