@@ -139,3 +139,7 @@ def test_coco_ap_joint_count_from_the_keypoint_category(tmp_path):
     path, results = _tiny_coco(tmp_path / "b.json", [{"id": 1, "name": "person", "keypoints": []}])
     with pytest.raises(ValueError, match=r"^3 OKS sigmas for 17 keypoints$"):  # no keypoint names: COCO's 17
         coco_ap(results, path, sigmas=[0.1] * 3)
+    data = json.loads(path.read_text())
+    del data["categories"]
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    assert coco_ap([], tmp_path / "c.json")["sigmas"] == "coco"  # no categories at all: COCO's 17 keypoints
