@@ -6,9 +6,10 @@ symmetric pairs of the manifest. What follows from them (`choose`), each with th
 
 - `global_scale`: the median image's long side scaled to TARGET_SIDE px (middle-low of the 300-400 px that DeeperCut
   networks are trained at: compute grows with its square, and the CPU is the common lab machine); never above 1.
-- `pos_dist_thresh` (dataset pixels): half the 10th percentile of the nearest-other-joint distances (a disc that
-  stays on its own joint), at most the reference's 1.7 cells (17 px at global_scale 0.8 over stride 8), and never
-  below `config.min_pos_dist_thresh` at the smallest scale jitter, so every joint has a positive cell.
+- `pos_dist_thresh` (dataset pixels): the reference's 1.7 cells (17 px at global_scale 0.8 over stride 8) at the
+  chosen scale, never below `config.min_pos_dist_thresh` at the smallest scale jitter (every joint has a positive
+  cell); the 10th percentile of the nearest-other-joint distances is reported beside it. A first rule, half that
+  percentile, gave one-cell discs that learnt too slowly (README, *Your own data*).
 - the number of frames: batch size (8, fewer frames than that: all), iterations (EPOCHS passes), and the
   augmentation strength (fewer frames, stronger augmentation: the tiers of AUGMENTATION).
 - `mirror` only when the manifest knows symmetric pairs (mirroring otherwise swaps nothing and teaches a left joint
@@ -157,13 +158,14 @@ def choose(stats: Stats, dataset: str, iters: int | None = None, init_weights: s
                          "gaussian_noise_range", "gaussian_noise_p")]
 
     lowest = min_pos_dist_thresh(STRIDE, scale, lo)
-    cap = REFERENCE_RADIUS_CELLS * STRIDE / scale
-    if math.isnan(stats.nearest):
-        radius, basis = cap, "no person has two labelled joints: the reference's 1.7 cells"
-    else:
-        radius = min(cap, stats.nearest / 2)
-        basis = (f"half the {NEAREST_PERCENTILE}th percentile of the {stats.pairs} nearest-other-joint distances "
-                 f"({stats.nearest:.1f} px), at most the reference's 1.7 cells ({cap:.1f} px)")
+    # The reference's radius in cells, whatever the scale. Not half the nearest-joint distance: each joint has its own
+    # score map, so overlapping discs do not compete, and on the Reaching project that radius (one cell) left the
+    # score maps without a confident peak after 111 iterations where 1.7 cells had them after 50 (README).
+    radius = REFERENCE_RADIUS_CELLS * STRIDE / scale
+    basis = f"the reference's 1.7 cells ({radius:.1f} px at scale {scale})"
+    if not math.isnan(stats.nearest):
+        basis += (f"; the {NEAREST_PERCENTILE}th percentile of the {stats.pairs} nearest-other-joint distances is "
+                  f"{stats.nearest:.1f} px (neighbours' discs may overlap: each joint has its own score map)")
     # rounded before ceil so that 80.00000000000001 (float noise of 13.6 / 0.17) is 80; never below the floor
     thresh = float(max(math.ceil(round(radius, 6)), math.ceil(lowest)))
     rows.append(("pos_dist_thresh", thresh, f"dataset px: {basis}, at least {lowest:.1f} px (stride / sqrt(2) at "

@@ -39,24 +39,24 @@ def write_shards(root: Path, frames: int, size: tuple[int, int], points, all_joi
 
 def test_values_follow_the_hand_computed_statistics(tmp_path):
     # 10 frames of 640 x 480, joints 40 px (0-1) and 50 px (0-2) apart: nearest distances 40, 40, 50 per frame, their
-    # 10th percentile 40 -> radius 20 px. global_scale = 320 / 640 = 0.5. 10 frames: strong tier, jitter 0.75-1.25,
-    # lowest radius 8 / sqrt(2) / (0.5 x 0.75) = 15.08 px, the cap 1.7 cells = 13.6 / 0.5 = 27.2 px: 20 stands.
+    # 10th percentile 40 (reported). global_scale = 320 / 640 = 0.5. 10 frames: strong tier, jitter 0.75-1.25, lowest
+    # radius 8 / sqrt(2) / (0.5 x 0.75) = 15.08 px, the reference's 1.7 cells = 13.6 / 0.5 = 27.2 px -> 28.
     # Batch min(8, 10) = 8, 200 epochs = ceil(200 x 10 / 8) = 250 iterations. Pair [0, 1]: mirror.
     data = write_shards(tmp_path / "d", 10, (640, 480), [(100, 100), (140, 100), (100, 150)], [[0, 1], [2]])
     path, rows = recipe.init(data, tmp_path / "my.yaml")
     values = {key: value for key, value, _ in rows}
-    assert values["global_scale"] == 0.5 and values["pos_dist_thresh"] == 20.0
+    assert values["global_scale"] == 0.5 and values["pos_dist_thresh"] == 28.0
     assert (values["scale_jitter_lo"], values["scale_jitter_up"]) == (0.75, 1.25)
     assert values["batch_size"] == 8 and values["multi_step"] == [[1e-3, 250]] and values["adam_lr"] == 1e-3
     assert values["mirror"] is True and values["net_type"] == "resnet_18" and values["freeze_bn"] is False
     flat = " ".join(line.removeprefix("# ") for line in path.read_text().splitlines())  # comments unwrapped
-    assert "half the 10th percentile of the 30 nearest-other-joint distances (40.0 px)" in flat
+    assert "the 10th percentile of the 30 nearest-other-joint distances is 40.0 px" in flat
     assert "(joint0/joint1) swap when mirrored" in flat
 
-    # Joints 10 px apart: half the nearest distance (5 px) would leave joints without a positive cell: the rule's
-    # floor, ceil(15.08) = 16, wins. 1920 x 1080 frames: 320 / 1920 = 0.1667 -> 0.17.
-    data = write_shards(tmp_path / "close", 10, (640, 480), [(100, 100), (110, 100)])
-    assert dict((k, v) for k, v, _ in recipe.init(data, tmp_path / "close.yaml")[1])["pos_dist_thresh"] == 16.0
+    # 320 x 240 frames: global_scale 320 / 320 = 1.0, the reference's 13.6 px -> 14 (the floor 8 / sqrt(2) / 0.75 =
+    # 7.54 px is below it). 1920 x 1080 frames: 320 / 1920 = 0.1667 -> 0.17.
+    data = write_shards(tmp_path / "close", 10, (320, 240), [(100, 100), (110, 100)])
+    assert dict((k, v) for k, v, _ in recipe.init(data, tmp_path / "close.yaml")[1])["pos_dist_thresh"] == 14.0
     data = write_shards(tmp_path / "big", 3, (1920, 1080), [(100, 100), (900, 100)])
     values = dict((k, v) for k, v, _ in recipe.init(data, tmp_path / "big.yaml", iters=90)[1])
     # batch = the 3 frames; the cap 13.6 / 0.17 = 80.0 px beats half of 800 px; no pair: no mirror.
@@ -77,8 +77,8 @@ def test_frames_choose_the_augmentation_tier_and_small_frames_are_not_enlarged()
     # 5000 frames, batch 8: ceil(200 x 5000 / 8) = 125000 iterations; weights: resnet_50, frozen BN, Adam 5e-4.
     assert values["multi_step"] == [[5e-4, 125000]] and values["net_type"] == "resnet_50"
     assert values["freeze_bn"] is True and values["init_weights"] == "w.pth"
-    # nearest 4 px -> 2 px, below the floor 8 / sqrt(2) / (1.0 x 0.9) = 6.29 -> 7
-    assert values["pos_dist_thresh"] == 7.0
+    # the reference's 13.6 px at scale 1.0, above the floor 8 / sqrt(2) / (1.0 x 0.9) = 6.29: ceil -> 14
+    assert values["pos_dist_thresh"] == 14.0
 
 
 def test_the_written_yaml_loads_and_round_trips(tmp_path, capsys):
@@ -131,9 +131,9 @@ def test_reaching_config_loads_and_every_joint_has_a_positive_cell(tmp_path):
     res = CliRunner().invoke(app, ["config", "init", str(shards), "--out", str(tmp_path / "dlc.yaml")])
     assert res.exit_code == 0, res.output
     cfg = config.load(tmp_path / "dlc.yaml")
-    # 44 training frames, median 832 x 747: 320 / 832 = 0.385 -> 0.38; 10th percentile of the nearest-other-joint
-    # distances 19.85 px -> 9.9 px, below the floor 8 / sqrt(2) / (0.38 x 0.75) = 19.85 px -> 20.
-    assert (cfg.global_scale, cfg.pos_dist_thresh, cfg.batch_size, cfg.max_iter()) == (0.38, 20.0, 8, 1100)
+    # 44 training frames, median 832 x 747: 320 / 832 = 0.385 -> 0.38; the reference's 13.6 px / 0.38 = 35.8 -> 36,
+    # above the floor 8 / sqrt(2) / (0.38 x 0.75) = 19.85 px.
+    assert (cfg.global_scale, cfg.pos_dist_thresh, cfg.batch_size, cfg.max_iter()) == (0.38, 36.0, 8, 1100)
     for split in ("train", "test"):
         ds = ShardDataset(shards, split)
         sizes, joints = ds.column("size").reshape(-1, 3), ds.column("joints").reshape(-1, ds.num_joints, 3)
