@@ -55,6 +55,9 @@ IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 SAMPLE_COLUMNS = ("image", "image_format", "size", "transform", "source_index", "source_path", "meta")
 PERSON_COLUMNS = ("joints", "head_box", "person_box", "person_area", "person_id")
 COLUMNS = SAMPLE_COLUMNS + ("persons_offset",) + PERSON_COLUMNS
+# What h5py raises reading a damaged file: OSError / KeyError for most damage, ValueError / TypeError for odd
+# metadata, RuntimeError for a broken B-tree ("addr overflow"; seen in tests/test_fuzz_files.py under load).
+DAMAGED_FILE_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
 
 
 @dataclass
@@ -335,7 +338,7 @@ class ShardDataset:
                 raise self._damaged(shard, what) from None
             try:
                 problem = self._structure_problem(f, shard)
-            except (OSError, KeyError, ValueError, TypeError) as e:  # h5py's errors on a damaged file
+            except DAMAGED_FILE_ERRORS as e:
                 problem = f"cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
             if problem:
                 f.close()
@@ -378,7 +381,7 @@ class ShardDataset:
         f = self._file(shard)
         try:
             return read(f)
-        except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
+        except (*DAMAGED_FILE_ERRORS, UnicodeDecodeError) as e:
             raise self._damaged(shard, f"cannot be read ({type(e).__name__}: "
                                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
