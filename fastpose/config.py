@@ -453,7 +453,7 @@ def _check_keys(raw: dict, where: str) -> None:
         if key not in FIELDS:
             hint = closest_key(str(key))
             fix = f"Did you mean '{hint}'?" if hint else "See `fastpose config show` for every valid key."
-            raise UserError(f"{where}: unknown key '{key}'. {fix} (fastpose rejects unknown keys instead of "
+            raise UserError(f"{where}: unknown key {str(key)!r}. {fix} (fastpose rejects unknown keys instead of "
                             f"silently ignoring them, so a typo cannot change your training.)")
 
 
@@ -485,8 +485,9 @@ def from_dlc(raw: dict, path: Path) -> tuple[dict, str]:
         if key not in FIELDS and key not in DLC_KEYS:
             hint = closest_key(str(key), [*FIELDS, *DLC_KEYS])
             fix = f"Did you mean '{hint}'?" if hint else "Remove it."
-            raise UserError(f"{where}: unknown key '{key}': neither a fastpose key nor one DeepLabCut 2.x writes into "
-                            f"pose_cfg.yaml. {fix} (fastpose rejects unknown keys, so a typo cannot change training.)")
+            raise UserError(f"{where}: unknown key {str(key)!r}: neither a fastpose key nor one DeepLabCut 2.x writes "
+                            f"into pose_cfg.yaml. {fix} (fastpose rejects unknown keys, so a typo cannot change "
+                            f"training.)")
     net = raw.get("net_type")
     if isinstance(net, str) and net not in NET_DEPTHS:
         raise UserError(f"{where}: net_type {net} is a DeepLabCut network fastpose does not support: fastpose builds "
