@@ -37,6 +37,23 @@ def test_pair_ids_are_the_row_major_off_diagonal():
         pair_id(1, 1, 3)
 
 
+@pytest.mark.parametrize("s, e", [(3, 0), (0, 3), (-1, 0), (0, -1), (2, 2)])
+def test_pair_id_rejects_joints_outside_0_to_k_minus_1(s, e):
+    # K = 3: the last valid pairs are (2, 1) -> 5 and (1, 2) -> 3; one step past either bound raises.
+    with pytest.raises(ValueError, match=rf"^pair \({s}, {e}\) is not an ordered pair of distinct joints in 0\.\.2$"):
+        pair_id(s, e, 3)
+    assert pair_id(2, 1, 3) == 5 and pair_id(1, 2, 3) == 3 and pair_id(np.int64(2), np.int64(0), 3) == 4
+
+
+def test_pair_id_of_arrays_matches_the_scalar_ids():
+    # The assembly asks for many pairs at once: (K - 1) s + e - [s < e] elementwise, K = 4 (hand-computed).
+    s = np.array([0, 0, 1, 3, 2, 3])
+    e = np.array([1, 3, 0, 2, 3, 0])
+    assert pair_id(s, e, 4).tolist() == [0, 2, 3, 11, 8, 9]
+    assert pair_id(0, np.array([1, 2]), 3).tolist() == [0, 1]  # one scalar and one array: the array path
+    assert pair_id([2, 1], [0, 2], 3).tolist() == [4, 3]  # lists too
+
+
 def _golden_inputs():
     # Two persons, K = 3, stride 8, grid 3 x 4 (cell centres x = 4, 12, 20, 28; y = 4, 12, 20), dist_thresh 8.
     joints = torch.zeros(1, 2, 3, 3)
@@ -98,6 +115,64 @@ def test_tie_goes_to_the_lower_person_index(fn):
     assert t.mask[0, :2, 0, 0].tolist() == [1.0, 1.0]
     # Pair (1, 0): no joint 1 lies within 1 pixel of the cell centre (4, 4), so nothing is written.
     assert t.target[0, 2:, 0, 0].tolist() == [0.0, 0.0] and t.mask[0, 2:, 0, 0].tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("fn", BOTH)
+def test_stats_of_the_wrong_shape_are_named_in_the_error(fn):
+    joints, mean, std = _golden_inputs()  # B = 1, K = 3
+    with pytest.raises(ValueError, match=r"^mean must have shape \(B, K, K, 2\) = \(1, 3, 3, 2\); got \(1, 3, 2, 2\)$"):
+        fn(joints, (3, 4), mean[:, :, :2], std)
+    with pytest.raises(ValueError, match=r"^std must have shape \(B, K, K, 2\) = \(1, 3, 3, 2\); got \(3, 3, 2\)$"):
+        fn(joints, (3, 4), mean, std[0])
+
+
+def test_twin_rejects_an_infinite_threshold_naming_it():
+    joints, mean, std = _golden_inputs()
+    with pytest.raises(ValueError, match=r"^dist_thresh must be finite; got a maximum of inf$"):
+        make_pairwise_targets_torch(joints, (3, 4), mean, std, dist_thresh=torch.tensor([float("inf")]))
+
+
+@pytest.mark.parametrize("fn", BOTH)
+@pytest.mark.parametrize("p, k", [(0, 3), (2, 1), (1, 0)])
+def test_nobody_or_no_pair_gives_zero_targets_of_the_right_shape(fn, p, k):
+    # No person (P = 0), one joint (K = 1: no pair) or no joint: (B, 2K(K-1), H, W) zeros, mask included.
+    joints = torch.ones(2, p, k, 3)
+    out = fn(joints, (3, 5), torch.zeros(2, k, k, 2), torch.ones(2, k, k, 2), stride=8, dist_thresh=9.0)
+    for t in out:
+        assert t.shape == (2, 2 * k * (k - 1), 3, 5) and t.dtype == torch.float32
+        assert t.is_contiguous() and not t.any()
+    out.target.add_(1.0)  # target and mask are separate tensors
+    assert not out.mask.any()
+
+
+def test_twin_defaults_to_a_threshold_of_17():
+    # One row of cells (centres x = 4, 12, 20, 28) and joint 0 at x = 21.5: 17.5 px from the first centre, so the
+    # default 17 covers columns 1..3 only. Pair (0, 1) reads joint 1 at (30, 4): x offsets 30 - centre.
+    joints = torch.tensor([[[[21.5, 4.0, 1.0], [30.0, 4.0, 1.0]]]])
+    out = make_pairwise_targets_torch(joints, (1, 4), torch.zeros(1, 2, 2, 2), torch.ones(1, 2, 2, 2))
+    assert out.mask[0, 0, 0].tolist() == [0.0, 1.0, 1.0, 1.0]
+    assert out.target[0, 0, 0].tolist() == [0.0, 18.0, 10.0, 2.0]
+    # Pair (1, 0): joint 1 (30, 4) is 26, 18, 10, 2 px from the centres: columns 2 and 3 only; x offsets of joint 0.
+    assert out.target[0, 2, 0].tolist() == [0.0, 0.0, 1.5, -6.5]
+
+
+def test_an_absent_joint_covers_nothing_even_on_a_fine_grid():
+    # Stride 1: cell (0, 0) has its centre (0.5, 0.5) within 1 px of (0, 0), where absent joints are moved; joint 0
+    # absent, joint 1 present: no cell is owned for joint 0, so pair (0, 1) stays empty.
+    joints = torch.tensor([[[[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]]])
+    out = make_pairwise_targets_torch(joints, (2, 2), torch.zeros(1, 2, 2, 2), torch.ones(1, 2, 2, 2), stride=1,
+                                      dist_thresh=0.5)
+    assert not out.mask.any()
+
+
+def test_twin_outputs_float32_for_float64_inputs():
+    # The spec: both outputs are float32 whatever the dtypes of joints and statistics (numpy gives float64).
+    joints, mean, std = _golden_inputs()
+    want = make_pairwise_targets_torch(joints, (3, 4), mean, std, stride=8, dist_thresh=8.0)
+    for args in [(joints.double(), mean, std), (joints, mean.double(), std), (joints, mean, std.double())]:
+        got = make_pairwise_targets_torch(*args[:1], (3, 4), *args[1:], stride=8, dist_thresh=8.0)
+        assert got.target.dtype == got.mask.dtype == torch.float32
+        assert torch.equal(got.target, want.target) and torch.equal(got.mask, want.mask)
 
 
 def _random_batch(gen, b=3, p=4, k=5, size=48):
