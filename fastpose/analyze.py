@@ -78,14 +78,20 @@ class Options:
 
 def resolve(target: str | Path, checkpoint: str | Path | None, overrides: list[str] | None = None):
     """(config or None, snapshot path) from CONFIG_OR_CHECKPOINT and --checkpoint: a .pt (or an exported .onnx) is the
-    snapshot (its own config); a config takes --checkpoint or the newest snapshot of its out_dir (`load_model` then
-    checks that the snapshot's joint set is the config's)."""
+    snapshot (its own config; --set overrides apply to a .pt's saved config); a config takes --checkpoint or the
+    newest snapshot of its out_dir (`load_model` then checks that the snapshot's joint set is the config's)."""
     target = Path(target)
     if target.suffix in (".pt", ".onnx"):
         if checkpoint is not None:
             raise UserError(f"{target} is a snapshot and --checkpoint {checkpoint} another one: pass one of them "
                             f"(a config as the first argument takes --checkpoint).")
-        return None, target
+        if not overrides:
+            return None, target
+        if target.suffix == ".onnx":
+            raise UserError(f"--set {' '.join(overrides)}: {target} is an exported graph, whose scaling and network "
+                            f"are fixed in the file. Analyse its snapshot .pt with --set, or export again with the "
+                            f"changed config.")
+        return config_from_snapshot(load_snapshot(target), target, overrides), target  # --set on the saved config
     cfg = load(target, overrides)
     if checkpoint is None:
         checkpoint = latest_snapshot(cfg.out_dir, cfg.snapshot_prefix)

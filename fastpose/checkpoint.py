@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from fastpose import __version__
-from fastpose.config import FIELDS, Config, load, validate
+from fastpose.config import FIELDS, Config, load, parse_override, validate
 from fastpose.device import memory_format
 from fastpose.errors import USER_FIXABLE_ERRNOS, UserError, cause
 from fastpose.model import PoseNet, build_model, layout_of
@@ -164,8 +164,9 @@ def load_snapshot(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
-def config_from_snapshot(ckpt: dict, path: str | Path = "the snapshot"):
-    """The Config the snapshot (file `path`) was trained with (checked again, as if loaded from a file)."""
+def config_from_snapshot(ckpt: dict, path: str | Path = "the snapshot", overrides: list[str] | None = None):
+    """The Config the snapshot (file `path`) was trained with (checked again, as if loaded from a file), with
+    `--set key=value` overrides applied on top (where a command takes the snapshot instead of a config file)."""
     values = ckpt["config"]
     if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
         raise UserError(f"{path}: the saved config is {type(values).__name__}, not a mapping of keys: the snapshot is "
@@ -180,11 +181,15 @@ def config_from_snapshot(ckpt: dict, path: str | Path = "the snapshot"):
                         f"network has a joint set: the snapshot is damaged or was not written by `fastpose train`. Use "
                         f"another snapshot, or pass the run's config file.")
     try:
-        return load(None, **values)
+        cfg = load(None, **values)
     except UserError as e:
         raise UserError(f"{path}: the saved config does not load: {e} The snapshot is damaged or from another "
                         f"fastpose version ({ckpt.get('fastpose_version', '?')}); use another snapshot of that run, "
                         f"or pass a config file.") from None
+    if not overrides:
+        return cfg
+    overridden = {parse_override(text)[0] for text in overrides}  # --set beats the saved value; a bad one is named
+    return load(None, overrides, **{k: v for k, v in values.items() if k not in overridden})  # as --set by load
 
 
 # The joint set: what a config may leave open (0 / empty) for a snapshot or a dataset manifest to fill.

@@ -19,7 +19,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from fastpose import analyze, assembly, bench, demo, evaluate, export, pairwise, predict, recipe, shards, train, weights
-from fastpose.checkpoint import latest_snapshot
+from fastpose.checkpoint import config_from_snapshot, latest_snapshot, load_snapshot
 from fastpose.config import load
 from fastpose.convert import coco, dlc, mat, mpii, synth
 from fastpose.errors import UserError, out_file, out_folder
@@ -332,6 +332,8 @@ def eval_command(config: Annotated[Path | None, typer.Argument(help="Config file
     cfg = None
     if config is not None:
         cfg = load(config, set_)
+    elif set_ and checkpoint is not None:  # no config file: --set applies to the snapshot's own config
+        cfg = config_from_snapshot(load_snapshot(checkpoint), checkpoint, set_)
     if checkpoint is None:
         if cfg is None:
             raise UserError("fastpose eval needs --checkpoint SNAPSHOT, or a CONFIG whose out_dir holds snapshots.")

@@ -4,6 +4,7 @@ labelled video, the tracker's golden crossing, and every bad input of the issue.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 from fractions import Fraction
@@ -138,6 +139,23 @@ def test_frames_range_and_skip_existing(snapshot, videos, tmp_path):
                       options=Options(progress=False))
     assert skipped["rows"][0]["status"] == "exists"
 
+
+
+def test_set_on_a_snapshot_target_changes_the_run(snapshot, videos, tmp_path):
+    """`analyze SNAPSHOT.pt --set global_scale=0.5`: the override applies to the snapshot's own config (it was
+    silently ignored before): the joints equal predict's at scale 0.5 and differ from the saved 0.8's."""
+    result = analyze(snapshot, [str(videos["h264"])], out_dir=tmp_path, device="cpu", overrides=["global_scale=0.5"],
+                     options=Options(progress=False, batch_size=5, frames="0:4"))
+    got = read_table(Path(result["rows"][0]["outputs"][0])).to_numpy().reshape(4, 5, 3)
+    model, cfg = _model(snapshot)
+    frames = _decoded(videos["h264"])[:4]
+    half = predict_images(model, dataclasses.replace(cfg, global_scale=0.5), frames, torch.device("cpu"))
+    np.testing.assert_allclose(got, half, atol=1e-3)
+    assert np.abs(got - predict_images(model, cfg, frames, torch.device("cpu")))[..., :2].max() > 1
+    with pytest.raises(UserError, match=r"--set.*'global_scal'.*global_scale"):
+        analyze(snapshot, [str(videos["h264"])], out_dir=tmp_path, device="cpu", overrides=["global_scal=0.5"])
+    with pytest.raises(UserError, match=r"--set global_scale=0\.3: .*m\.onnx is an exported graph"):
+        analyze(tmp_path / "m.onnx", [str(videos["h264"])], out_dir=tmp_path, overrides=["global_scale=0.3"])
 
 def test_variable_frame_rate_numbers_frames_by_timestamp(snapshot, tmp_path):
     pts = [0, 1, 2, 4, 5, 6, 8, 9, 10, 11]  # 25 fps grid, frames 3 and 7 never shown

@@ -15,13 +15,14 @@ import math
 import cv2
 import numpy as np
 import pytest
+from oracles.shards import write_samples
 from pycocotools import mask as mask_utils
 
 from fastpose import config
 from fastpose.baselines import pil_batches
 from fastpose.errors import UserError
 from fastpose.pipeline import Params, augment, build_loader, ignore_grid, motion_kernel, noise_field, sample_params
-from fastpose.shards import Sample, ShardDataset, ShardWriter
+from fastpose.shards import Sample, ShardDataset
 
 K = 3
 ALL_JOINTS = [[0, 1], [2]]  # joints 0 and 1 swap under mirroring, 2 stays
@@ -62,11 +63,7 @@ def _dot_samples(n: int, seed: int) -> list[Sample]:
 
 
 def _write(root, samples: list[Sample]):
-    with ShardWriter(root, K, all_joints=ALL_JOINTS, samples_per_shard=8) as w:
-        for s in samples:
-            w.add(s)
-        w.close()
-    return root
+    return write_samples(root, samples, K, all_joints=ALL_JOINTS, samples_per_shard=8)
 
 
 def _cfg(*overrides: str) -> config.Config:

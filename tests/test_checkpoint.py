@@ -255,6 +255,21 @@ def test_config_from_snapshot_messages():
         checkpoint.config_from_snapshot({"config": {**values, "net_type": "x"}, "fastpose_version": "0.0.1"}, "s.pt")
 
 
+
+def test_set_overrides_apply_on_the_snapshots_config():
+    """`--set` where a snapshot brings the config (eval --checkpoint, analyze SNAPSHOT.pt): it beats the saved value,
+    leaves the rest as saved, and a bad --set is named as the user's, not as a damaged snapshot (the commands:
+    tests/test_analyze.py, tests/test_eval_predict.py)."""
+    values = _cfg(global_scale=0.8, batch_size=4).to_dict()
+    cfg = checkpoint.config_from_snapshot({"config": values}, "s.pt", ["global_scale=0.5", "precision=fp32"])
+    assert (cfg.global_scale, cfg.precision, cfg.batch_size, cfg.num_joints) == (0.5, "fp32", 4, 3)
+    assert checkpoint.config_from_snapshot({"config": values}, "s.pt", []) == _cfg(global_scale=0.8, batch_size=4)
+    with pytest.raises(UserError, match=r"--set.*'global_scal'.*global_scale") as e:
+        checkpoint.config_from_snapshot({"config": values}, "s.pt", ["global_scal=0.5"])
+    assert "damaged" not in str(e.value)
+    with pytest.raises(UserError, match=r"^s\.pt: the saved config does not load"):  # the saved config first
+        checkpoint.config_from_snapshot({"config": {**values, "net_type": "resnet_7"}}, "s.pt", ["net_type=resnet_18"])
+
 def test_bind_snapshot_joints_fills_and_checks():
     trained = _cfg(joint_names=["a", "b", "c"], all_joints=[[0], [1, 2]], all_joints_names=["a", "bc"],
                    skeleton=[[0, 1], [1, 2]]).to_dict()

@@ -18,6 +18,7 @@ from fastpose import predict as predict_mod
 from fastpose.checkpoint import save_snapshot
 from fastpose.cli import app
 from fastpose.draw import draw_persons, draw_pose
+from fastpose.errors import UserError
 from fastpose.evaluate import evaluate, ground_truth, score
 from fastpose.model import build_model
 from fastpose.predict import expand_inputs, predict_images
@@ -171,6 +172,20 @@ def test_eval_command_writes_documented_json(shards, snapshot, tmp_path):
     assert len(preds["samples"]) == len(SIZES) and len(preds["samples"][0]["joints"]) == K
     assert "PCK" in res.output
 
+
+
+def test_eval_set_without_a_config_applies_to_the_snapshots(shards, snapshot, tmp_path):
+    """`eval --checkpoint S --set k=v` (no config file): the override changes the run (it was silently dropped)."""
+    joints = {}
+    for name, extra in [("saved", []), ("set", ["--set", "global_scale=0.5"])]:
+        res = CliRunner().invoke(app, ["eval", "--checkpoint", str(snapshot), "--splits", "test",
+                                       "--out", str(tmp_path / name), "--device", "cpu", *extra])
+        assert res.exit_code == 0, res.output
+        doc = json.loads((tmp_path / name / "predictions.json").read_text())
+        joints[name] = np.array([s["joints"] for s in doc["samples"]])  # (N, K, 3)
+    assert joints["set"].shape == joints["saved"].shape and np.abs(joints["set"] - joints["saved"]).max() > 0.5
+    res = CliRunner().invoke(app, ["eval", "--checkpoint", str(snapshot), "--set", "global_scal=0.5"])
+    assert isinstance(res.exception, UserError) and "'global_scal'. Did you mean 'global_scale'" in str(res.exception)
 
 def test_eval_missing_snapshot_is_a_user_error(tmp_path):
     res = CliRunner().invoke(app, ["eval", "--checkpoint", str(tmp_path / "nope.pt")])

@@ -9,6 +9,7 @@ Pipelines are built once per module (DALI start-up is the slow part).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from oracles.shards import write_samples
 
 from fastpose import config
 from fastpose.baselines import pil_sample
@@ -28,10 +30,11 @@ from fastpose.pipeline import (
     batches_per_epoch,
     build_loader,
     epoch_order,
+    rotation_matrix,
     sample_params,
     transform_joints,
 )
-from fastpose.shards import Sample, ShardDataset, ShardWriter
+from fastpose.shards import Sample, ShardDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -74,11 +77,7 @@ def _dot_samples(n: int, seed: int) -> list[Sample]:
 
 
 def _write(root: Path, samples: list[Sample], num_joints: int = K, all_joints=ALL_JOINTS) -> Path:
-    with ShardWriter(root, num_joints, all_joints=all_joints, samples_per_shard=5) as w:
-        for s in samples:
-            w.add(s)
-        w.close()
-    return root
+    return write_samples(root, samples, num_joints, all_joints=all_joints, samples_per_shard=5)
 
 
 def _cfg(*overrides: str) -> config.Config:
@@ -230,6 +229,84 @@ def test_transform_joints_hand_computed():
     p = Params(scale=0.5, clamped=False, res_w=5, res_h=4, crop_x=1, crop_y=1, crop_w=3, crop_h=2, flip=False)
     out = transform_joints(joints, 10, 8, p, PERM)
     np.testing.assert_allclose(out[0], [[0.25, -0.25, 1], [2.25, 1.25, 1], [0, 0, 0], [0, 0, 0]], atol=1e-6)
+
+
+def test_transform_joints_crop_along_one_axis_and_joints_outside_without_a_crop():
+    # 10 x 8 -> 5 x 6 (x' = 0.5 x - 0.25, y' = 0.75 y - 0.125: different ratios, exact in binary).
+    joints = np.array([[[3, 4, 2], [11, 2, 1], [3, -2, 1], [0, 0, 0]]], np.float32)  # joints 1, 2 outside the image
+    p = Params(scale=0.5, clamped=False, res_w=5, res_h=6, crop_x=0, crop_y=0, crop_w=5, crop_h=6, flip=False)
+    out = transform_joints(joints, 10, 8, p, PERM)
+    # No crop, no rotation: joints labelled outside the image stay present (the reference's arithmetic).
+    np.testing.assert_array_equal(out[0], [[1.25, 2.875, 1], [5.25, 1.375, 1], [1.25, -1.625, 1], [0, 0, 0]])
+    # A crop in x only (window [-0.5, 3.5] x [-0.5, 5.5], origin x 1): joint 1 (x 4.25) is cut; joint 2 (y -1.625)
+    # too, though its y was not cropped.
+    p = Params(scale=0.5, clamped=False, res_w=5, res_h=6, crop_x=1, crop_y=0, crop_w=4, crop_h=6, flip=False)
+    out = transform_joints(joints, 10, 8, p, PERM)
+    np.testing.assert_array_equal(out[0], [[0.25, 2.875, 1], [0, 0, 0], [0, 0, 0], [0, 0, 0]])
+    # A crop in y only (window [-0.5, 4.5] x [-0.5, 3.5], origin y 1): joint 1 (x 5.25) is cut though x was not.
+    p = Params(scale=0.5, clamped=False, res_w=5, res_h=6, crop_x=0, crop_y=1, crop_w=5, crop_h=4, flip=False)
+    out = transform_joints(joints, 10, 8, p, PERM)
+    np.testing.assert_array_equal(out[0], [[1.25, 1.875, 1], [0, 0, 0], [0, 0, 0], [0, 0, 0]])
+
+
+def test_rotation_matrix_hand_computed():
+    # About the centre (2, 1) of a 5 x 3 image; multiples of 90 degrees exactly (no 6e-17 for cos 90).
+    np.testing.assert_array_equal(rotation_matrix(90, 5, 3), [[0, 1, 1], [-1, 0, 3]])  # x' = y + 1, y' = 3 - x
+    np.testing.assert_array_equal(rotation_matrix(180, 5, 3), [[-1, 0, 4], [0, -1, 2]])
+    np.testing.assert_array_equal(rotation_matrix(270, 5, 3), [[0, -1, 3], [1, 0, -1]])
+    np.testing.assert_array_equal(rotation_matrix(-90, 5, 3), [[0, -1, 3], [1, 0, -1]])
+    np.testing.assert_array_equal(rotation_matrix(450, 5, 3), [[0, 1, 1], [-1, 0, 3]])
+    np.testing.assert_array_equal(rotation_matrix(0, 5, 3), [[1, 0, 0], [0, 1, 0]])
+    c = math.sqrt(3) / 2  # cos 30; sin 30 = 1/2
+    np.testing.assert_allclose(rotation_matrix(30, 5, 3), [[c, 0.5, 2 - 2 * c - 0.5], [-0.5, c, 1 + 1 - c]],
+                               rtol=0, atol=1e-15)
+    # Counter-clockwise as seen (y down): the point right of the centre goes up.
+    np.testing.assert_array_equal(rotation_matrix(90, 5, 3) @ [4, 1, 1], [2, -1])
+
+
+def test_params_matrix_scales_rotates_and_crops():
+    # 10 x 8 -> 5 x 6: x1 = 0.5 x - 0.25, y1 = 0.75 y - 0.125; 90 degrees about (2, 2.5): x2 = y1 - 0.5,
+    # y2 = 4.5 - x1; crop origin (1, 2): x3 = 0.75 y - 1.625, y3 = 2.75 - 0.5 x.
+    p = Params(scale=0.5, clamped=False, res_w=5, res_h=6, crop_x=1, crop_y=2, crop_w=3, crop_h=3, flip=False,
+               angle=90.0)
+    np.testing.assert_array_equal(p.matrix(10, 8), [[0, 0.75, -1.625], [-0.5, 0, 2.75]])
+    p = Params(scale=0.5, clamped=False, res_w=5, res_h=6, crop_x=1, crop_y=2, crop_w=3, crop_h=3, flip=False)
+    np.testing.assert_array_equal(p.matrix(10, 8), [[0.5, 0, -1.25], [0, 0.75, -2.125]])  # no rotation
+
+
+# Source (x, y, visibility) -> (x3, y3) = (0.75 y - 1.625, 2.75 - 0.5 x) through the affine above, then the window
+# [-0.5, 2.5]^2 of a 3 x 3 crop. Joints 4..7 lie exactly on its four edges (kept); 1, 3, 8, 9 up to one pixel past
+# one edge each (cut).
+ROTATED = np.array([[[3, 4, 2], [1, 6, 1], [0, 0, 0], [8, 2, 2], [6.5, 5, 1], [0.5, 3, 2], [2, 1.5, 1],
+                     [3, 5.5, 1], [3, 0.5, 2], [0, 4, 1]]], np.float32)  # (1, 10, 3)
+ROTATED_OUT = [[1.375, 1.25, 1], [0, 0, 0], [0, 0, 0], [0, 0, 0],  # 1: x3 2.875; 3: y3 -1.25
+               [2.125, -0.5, 1], [0.625, 2.5, 1], [-0.5, 1.75, 1], [2.5, 1.25, 1],
+               [0, 0, 0], [0, 0, 0]]  # 8: x3 -1.25; 9: y3 2.75
+
+
+def test_transform_joints_rotated_and_cropped_hand_computed():
+    p = Params(scale=0.5, clamped=False, res_w=5, res_h=6, crop_x=1, crop_y=2, crop_w=3, crop_h=3, flip=False,
+               angle=90.0)
+    out = transform_joints(ROTATED, 10, 8, p, ())
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out[0], ROTATED_OUT)
+    # Mirrored: x -> 2 - x, and joint k of the mirrored image was joint perm[k] (0 <-> 4, 5 <-> 7).
+    perm = (4, 1, 2, 3, 0, 7, 6, 5, 8, 9)
+    out = transform_joints(ROTATED, 10, 8, dataclasses.replace(p, flip=True), perm)
+    want = np.array(ROTATED_OUT)[list(perm)]
+    want[:, 0] = np.where(want[:, 2] > 0, 2 - want[:, 0], 0)
+    np.testing.assert_array_equal(out[0], want)
+    np.testing.assert_array_equal(out[0, [0, 4, 5, 7]], [[-0.125, -0.5, 1], [0.625, 1.25, 1], [-0.5, 1.25, 1],
+                                                         [1.375, 2.5, 1]])
+
+
+def test_transform_joints_rotated_without_a_crop_drops_joints_turned_out_of_the_image():
+    # No crop: x2 = 0.75 y - 0.625, y2 = 4.75 - 0.5 x in the 5 x 6 image ([-0.5, 4.5] x [-0.5, 5.5]).
+    joints = np.array([[[3, 4, 2], [1, 7.5, 1]]], np.float32)  # joint 1 -> x2 = 5 > 4.5
+    p = Params(scale=0.5, clamped=False, res_w=5, res_h=6, crop_x=0, crop_y=0, crop_w=5, crop_h=6, flip=False,
+               angle=90.0)
+    np.testing.assert_array_equal(transform_joints(joints, 10, 8, p, ())[0], [[2.375, 3.25, 1], [0, 0, 0]])
+    assert transform_joints(np.zeros((0, 2, 3), np.float32), 10, 8, p, ()).shape == (0, 2, 3)
 
 
 def test_scale_clamp_and_crop_origin_keep_the_person():
