@@ -35,6 +35,7 @@ NET_DEPTHS = {"resnet_18": 18, "resnet_34": 34, "resnet_50": 50, "resnet_101": 1
 LAYER3_BLOCKS = {"resnet_18": 2, "resnet_34": 6, "resnet_50": 6, "resnet_101": 23, "resnet_152": 36}
 DATASET_TYPES = ("default", "mpii", "coco")
 OPTIMIZERS = ("sgd", "adam")
+ADAM_SCHEDULES = ("constant", "multi_step", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 BACKBONE_LAYOUTS = ("auto", "torchvision", "slim")
@@ -216,6 +217,9 @@ class Config:
     optimizer: str = "sgd"  # sgd | adam
     momentum: float = 0.9
     adam_lr: float = 0.0001
+    # fastpose: Adam's rate per iteration. constant = adam_lr throughout (the reference); multi_step = multi_step's
+    # rates, as DeepLabCut 2.x feeds its schedule to Adam; cosine = adam_lr along half a cosine towards 0 at the end
+    adam_schedule: str = "constant"
     multi_step: list[list[float]] = field(default_factory=lambda: [[0.005, 10000], [0.02, 430000],
                                                                    [0.002, 730000], [0.001, 1030000]])  # fmt: skip
     regularize: bool = False
@@ -571,6 +575,7 @@ def validate(cfg: Config, where: str = "config") -> None:
     choice("dataset_type", DATASET_TYPES)
     choice("net_type", list(NET_DEPTHS))
     choice("optimizer", OPTIMIZERS)
+    choice("adam_schedule", ADAM_SCHEDULES)
     choice("precision", PRECISIONS)
     if isinstance(cfg.channels_last, str) and cfg.channels_last != "auto":
         raise bad("channels_last", "true, false or auto")

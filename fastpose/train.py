@@ -12,10 +12,10 @@
     loss.backward(); optimizer.step()
 
 Learning rate: `multi_step` [[lr_k, end_k], ...] gives lr_k for iterations (end_{k-1}, end_k]; max_iter = the last end
-(SGD with momentum; `optimizer: adam` uses the constant adam_lr, as the reference). Logging every display_iters:
-the line `iteration: N loss: X lr: Y` plus images/s and data time, TensorBoard scalars, metrics.jsonl; prediction
-images at every snapshot. The step itself never waits for the device: losses are summed on the device and read at
-log intervals only.
+(SGD with momentum; `optimizer: adam` follows `adam_schedule`: the constant adam_lr as the reference, multi_step,
+or a cosine decay from adam_lr). Logging every display_iters: the line `iteration: N loss: X lr: Y` plus images/s and
+data time, TensorBoard scalars, metrics.jsonl; prediction images at every snapshot. The step itself never waits for
+the device: losses are summed on the device and read at log intervals only.
 
 Snapshots every save_iters and at the end (fastpose/checkpoint.py) hold the model, optimiser, iteration, RNG states,
 data position and resolved config; `resume=True` continues from the newest one exactly (the data order and every
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import time
@@ -113,8 +114,16 @@ def compute_losses(cfg: Config, out: dict, batch, pairwise_stats=None) -> dict[s
 
 
 def learning_rate(cfg: Config, it: int) -> float:
-    """The rate of 1-based iteration `it`: the multi_step schedule for SGD, the constant adam_lr for Adam."""
-    return cfg.lr_at(it) if cfg.optimizer == "sgd" else cfg.adam_lr
+    """The rate of 1-based iteration `it`: the multi_step schedule for SGD; for Adam, by adam_schedule, the constant
+    adam_lr (the reference), the multi_step schedule (DeepLabCut 2.x) or adam_lr * (1 + cos(pi (it - 1) / max_iter)) / 2
+    (adam_lr at iteration 1, near 0 at the last one). A function of `it` alone, so a resumed run gets the same rates."""
+    if cfg.optimizer == "sgd" or cfg.adam_schedule == "multi_step":
+        return cfg.lr_at(it)
+    if cfg.adam_schedule == "constant":
+        return cfg.adam_lr
+    if cfg.adam_schedule == "cosine":
+        return cfg.adam_lr * 0.5 * (1.0 + math.cos(math.pi * (it - 1) / cfg.max_iter()))
+    raise ValueError(f"adam_schedule must be one of constant, multi_step, cosine; got {cfg.adam_schedule}")
 
 
 def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, cfg: Config,

@@ -18,7 +18,7 @@ from oracles import targets as oracle_targets
 from fastpose import checkpoint, config
 from fastpose.convert import mat, synth
 from fastpose.errors import UserError
-from fastpose.train import compute_losses, padding_ignore, train
+from fastpose.train import compute_losses, learning_rate, padding_ignore, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -207,3 +207,35 @@ def test_non_finite_loss_stops_with_the_step(data, tmp_path):
     with pytest.raises(UserError, match=r"non-finite at iteration [1-3]\b"):
         train(cfg, quiet=True)
     assert not list((tmp_path / "run").glob("snapshot-*.pt"))
+
+
+def test_adam_schedules_give_hand_computed_rates():
+    def rates(**values):
+        cfg = config.load(None, **{"optimizer": "adam", "adam_lr": 0.002, "multi_step": [[0.5, 2], [0.25, 4]],
+                                   **values})
+        return [learning_rate(cfg, it) for it in (1, 2, 3, 4)]
+
+    assert rates() == [0.002] * 4  # the default, constant: the reference's Adam
+    assert rates(adam_schedule="multi_step") == [0.5, 0.5, 0.25, 0.25]  # DeepLabCut 2.x: multi_step's rates
+    # 0.001 * (1 + cos(pi * (it - 1) / 4)): cos(pi / 4) = 0.70710678..., cos(pi / 2) = 0, cos(3 pi / 4) = -0.7071...
+    assert rates(adam_schedule="cosine") == pytest.approx([0.002, 0.0017071067811865, 0.001, 0.00029289321881345],
+                                                          rel=1e-12)
+    assert rates(optimizer="sgd", adam_schedule="cosine") == [0.5, 0.5, 0.25, 0.25]  # SGD: multi_step only
+    with pytest.raises(UserError, match="adam_schedule = 'cosin' is not allowed: one of constant, multi_step, cosine"
+                                        r"\. Did you mean 'cosine'"):
+        config.load(None, adam_schedule="cosin")
+
+
+@pytest.mark.slow
+def test_resume_is_exact_under_a_cosine_adam_schedule(data, tmp_path):
+    extra = dict(optimizer="adam", adam_lr=0.001, adam_schedule="cosine", multi_step="[[0.001, 8]]")
+    whole = train(config.load(write_cfg(tmp_path, data, "whole", **extra)), quiet=True)
+    path = write_cfg(tmp_path, data, "parts", **extra)
+    assert train(config.load(path), max_iters=5, quiet=True)["iteration"] == 5
+    resumed = train(config.load(path), resume=True, quiet=True)
+    assert resumed["iteration"] == 8
+    assert_same_weights(weights(resumed["snapshot"]), weights(whole["snapshot"]))
+    lines = [json.loads(s) for s in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    # logged every 2 iterations: 0.0005 * (1 + cos(pi * (it - 1) / 8)) at it = 2, 4, 6, 8
+    assert [r["lr"] for r in lines] == pytest.approx([9.6193976625e-4, 6.9134171618e-4, 3.0865828382e-4,
+                                                      3.8060233744e-5], rel=1e-9)
