@@ -276,8 +276,8 @@ def test_params_matrix_scales_rotates_and_crops():
 
 # Source (x, y, visibility) -> (x3, y3) = (0.75 y - 1.625, 2.75 - 0.5 x) through the affine above, then the window
 # [-0.5, 2.5]^2 of a 3 x 3 crop. Joints 4..7 lie exactly on its four edges (kept); 1, 3, 8, 9 up to one pixel past
-# one edge each (cut).
-ROTATED = np.array([[[3, 4, 2], [1, 6, 1], [0, 0, 0], [8, 2, 2], [6.5, 5, 1], [0.5, 3, 2], [2, 1.5, 1],
+# one edge each (cut); joint 2 is unlabelled (visibility 0) though it lands inside, like joint 0.
+ROTATED = np.array([[[3, 4, 2], [1, 6, 1], [3, 4, 0], [8, 2, 2], [6.5, 5, 1], [0.5, 3, 2], [2, 1.5, 1],
                      [3, 5.5, 1], [3, 0.5, 2], [0, 4, 1]]], np.float32)  # (1, 10, 3)
 ROTATED_OUT = [[1.375, 1.25, 1], [0, 0, 0], [0, 0, 0], [0, 0, 0],  # 1: x3 2.875; 3: y3 -1.25
                [2.125, -0.5, 1], [0.625, 2.5, 1], [-0.5, 1.75, 1], [2.5, 1.25, 1],
@@ -307,6 +307,23 @@ def test_transform_joints_rotated_without_a_crop_drops_joints_turned_out_of_the_
                angle=90.0)
     np.testing.assert_array_equal(transform_joints(joints, 10, 8, p, ())[0], [[2.375, 3.25, 1], [0, 0, 0]])
     assert transform_joints(np.zeros((0, 2, 3), np.float32), 10, 8, p, ()).shape == (0, 2, 3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("angle", [0.0, 30.0])
+def test_mirrored_joints_are_the_float32_mirror_of_the_unmirrored_ones(dtype, angle):
+    # Inexact ratios (7 -> 3, 9 -> 5) and a 30 degree rotation: the mirror x -> crop_w - 1 - x applies to the float32
+    # joints of the unmirrored transform, whatever the input's float type (numpy gives float64).
+    rng = np.random.default_rng(0)
+    joints = np.concatenate([rng.uniform(0, 7, (2, 6, 2)), np.ones((2, 6, 1))], axis=-1).astype(np.float32)
+    p = Params(scale=0.43, clamped=False, res_w=3, res_h=5, crop_x=0, crop_y=1, crop_w=3, crop_h=4, flip=False,
+               angle=angle)
+    plain = transform_joints(joints.astype(dtype), 7, 9, p, PERM)
+    mirrored = transform_joints(joints.astype(dtype), 7, 9, dataclasses.replace(p, flip=True), PERM + (5, 4))
+    assert plain.dtype == mirrored.dtype == np.float32 and plain[..., 2].sum() >= 6  # most joints kept
+    want = plain[:, list(PERM + (5, 4))]
+    want[..., 0] = np.where(want[..., 2] > 0, np.float32(2) - want[..., 0], 0)
+    np.testing.assert_array_equal(mirrored, want)
 
 
 def test_scale_clamp_and_crop_origin_keep_the_person():
