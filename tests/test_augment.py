@@ -21,7 +21,16 @@ from pycocotools import mask as mask_utils
 from fastpose import config
 from fastpose.baselines import pil_batches
 from fastpose.errors import UserError
-from fastpose.pipeline import Params, augment, build_loader, ignore_grid, motion_kernel, noise_field, sample_params
+from fastpose.pipeline import (
+    Params,
+    augment,
+    build_loader,
+    ignore_grid,
+    motion_kernel,
+    noise_field,
+    normal_quantiles,
+    sample_params,
+)
 from fastpose.shards import Sample, ShardDataset
 
 K = 3
@@ -341,6 +350,25 @@ def test_noise_field_is_a_function_of_its_seed_with_the_drawn_std():
     assert not np.array_equal(field, other)
     off = sample_params(augment(_cfg(), train=True, perm=PERM), 2, 5, 64, 48, np.zeros((0, K, 3), np.float32))
     assert noise_field(off).tolist() == [[[0, 0, 0]]]
+
+
+def test_noise_field_follows_the_rounded_gaussian():
+    """The 16-bit quantile table: each quantile's CDF is its probability, and the levels' frequencies in a field of
+    120000 values are P(round(std z) = v) = Phi((v + 0.5) / std) - Phi((v - 0.5) / std) within 4 binomial std."""
+    phi = lambda x: 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))  # noqa: E731
+    q = normal_quantiles()
+    assert q.shape == (65536,) and np.array_equal(q, -q[::-1]) and (np.diff(q) > 0).all()
+    for i in (0, 1, 1000, 32767, 40000, 65535):
+        assert phi(q[i]) == pytest.approx((i + 0.5) / 65536, rel=1e-9)
+    std = 2.5
+    p = Params(1.0, False, 200, 200, 0, 0, 200, 200, False, noise_std=std, noise_seed=(7, 8, 9, 10))
+    field = noise_field(p)  # (200, 200, 3) int16
+    assert field.shape == (200, 200, 3) and field.dtype == np.int16
+    assert np.abs(field).max() <= round(4.33 * std)  # the table's tails end at 4.33 std
+    for v in range(-6, 7):
+        want = phi((v + 0.5) / std) - phi((v - 0.5) / std)
+        got = float(np.mean(field == v))
+        assert abs(got - want) < 4 * math.sqrt(want * (1 - want) / field.size) + 2 / 65536, v
 
 
 def test_ignore_grid_follows_the_rotation_hand_computed():
