@@ -296,8 +296,9 @@ def make_targets_torch(
         # Window side in cells; a window as wide as the grid already holds every cell (it is clamped to start at 0).
         n = min(int(math.floor(2.0 * t_max / stride)) + 2, max(h, w))
         dense = p == 1 and n <= w and n <= h
-        # With several persons, locref_mask first serves as an int64 scratch and is zeroed after it.
-        if p == 1 or n_s == 0:
+        # With several persons, locref_mask first serves as an int64 scratch and is zeroed after it. No person (P = 0:
+        # a batch of images without any) runs no scatter at all, so the whole buffer is zeroed here too.
+        if p <= 1 or n_s == 0:
             buf.zero_()
         else:
             locref.zero_()

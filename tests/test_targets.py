@@ -3,6 +3,8 @@ the round trip back to the joints."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -120,6 +122,83 @@ def test_a_threshold_beyond_the_grid_covers_every_cell(impl, thresh):
     assert torch.equal(out.locref_mask[0, :2], torch.ones(2, 5, 7))
     cx = torch.arange(7) * 8 + 4.0
     torch.testing.assert_close(out.locref[0, 0], ((3.0 - cx) / STDEV).expand(5, 7), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_golden_joint_exactly_on_the_threshold_of_a_column_away_from_the_edge(impl):
+    # Centres x = 4, 12, ..., 60; t = 6: the joint at x = 26 reaches column 2 (centre 20) at exactly 6 px, column 3 at
+    # 2 px. The window's first column, floor((26 - 6 - 4) / 8) = 2, is that exact boundary, far from the clamp at 0.
+    joints = torch.tensor([[[[26.0, 12.0, 1.0]]]])  # (1, 1, 1, 3) on row 1's centre line
+    out = IMPLS[impl](joints, (3, 8), 8, 6.0, STDEV)
+    scmap = torch.zeros(1, 1, 3, 8)
+    scmap[0, 0, 1, 2:4] = 1.0
+    assert torch.equal(out.scmap, scmap)
+    locref = torch.zeros(1, 2, 3, 8)
+    locref[0, 0, 1, 2], locref[0, 0, 1, 3] = 6.0, -2.0
+    torch.testing.assert_close(out.locref, locref / STDEV, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_golden_grid_narrower_than_the_window_and_a_joint_right_of_it(impl):
+    # 5 x 3 cells, t = 8: the window is 4 wide, wider than the grid. The joint sits on the centre (28, 20) of the
+    # missing column 3, row 2; it reaches only (2, 2) at d^2 = 64 = t^2 (never a cell past the edge, wrapped into the
+    # next row).
+    joints = torch.tensor([[[[28.0, 20.0, 1.0]]]])
+    out = IMPLS[impl](joints, (5, 3), 8, 8.0, STDEV)
+    scmap = torch.zeros(1, 1, 5, 3)
+    scmap[0, 0, 2, 2] = 1.0
+    assert torch.equal(out.scmap, scmap) and torch.equal(out.locref_mask, scmap.expand(1, 2, 5, 3))
+    locref = torch.zeros(1, 2, 5, 3)
+    locref[0, 0, 2, 2] = 8.0
+    torch.testing.assert_close(out.locref, locref / STDEV, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+def test_the_default_threshold_is_17(impl):
+    # One row of centres x = 4, 12, 20, 28; the joint at x = 21.5 is 17.5 px from the first: outside the default 17.
+    joints = torch.tensor([[[[21.5, 4.0, 1.0]]]])
+    out = IMPLS[impl](joints, (1, 4))
+    assert out.scmap[0, 0, 0].tolist() == [0.0, 1.0, 1.0, 1.0]
+    assert torch.equal(make_targets(joints, (1, 4)).scmap, out.scmap)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_zero_threshold_covers_only_a_cell_whose_centre_is_the_joint(impl):
+    # Sample 0 has t = 0 (a valid threshold: only d^2 = 0 hits), sample 1 t = 5; both joints on the centre (12, 4).
+    joints = torch.tensor([[[[12.0, 4.0, 1.0]]], [[[12.0, 4.0, 1.0]]]])
+    out = IMPLS[impl](joints, (2, 3), 8, torch.tensor([0.0, 5.0]), STDEV)
+    assert out.scmap[0, 0].tolist() == [[0, 1, 0], [0, 0, 0]]
+    assert out.scmap[1, 0].tolist() == [[0, 1, 0], [0, 0, 0]]  # the next centres are 8 px away
+    assert out.locref.abs().sum() == 0 and out.locref_mask.sum() == 4
+
+
+@pytest.mark.parametrize("b, p, k", [(0, 2, 3), (2, 0, 3), (2, 1, 0)])
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+def test_an_empty_batch_person_or_joint_axis_gives_empty_or_zero_targets(impl, b, p, k):
+    joints = torch.ones(b, p, k, 3)
+    for thresh in (9.0, torch.full((b,), 9.0)):
+        out = IMPLS[impl](joints, (3, 4), 8, thresh, STDEV)
+        shapes = [(b, k, 3, 4), (b, k, 3, 4), (b, 2 * k, 3, 4), (b, 2 * k, 3, 4)]
+        for name, t, shape in zip(Targets._fields, out, shapes, strict=True):
+            assert t.shape == shape and t.dtype == torch.float32, name
+        assert not out.scmap.any() and not out.locref.any() and not out.locref_mask.any()
+        assert torch.equal(out.scmap_weights, torch.ones(shapes[1]))
+
+
+def test_torch_twin_gives_float32_targets_for_float64_joints(gen):
+    joints = _random_joints(gen, 2, 3, 4, 6, 7)
+    want = make_targets_torch(joints, (6, 7), 8, 12.0, STDEV)
+    want = [t.clone() for t in want]
+    got = make_targets_torch(joints.double(), (6, 7), 8, 12.0, STDEV)
+    assert want[0].sum() > 0
+    for name, a, e in zip(Targets._fields, got, want, strict=True):
+        assert a.dtype == torch.float32 and torch.equal(a, e), name
+
+
+@pytest.mark.parametrize("thresh", [float("inf"), torch.tensor([3.0, float("inf")])])
+def test_torch_twin_rejects_an_infinite_threshold_naming_it(thresh):
+    with pytest.raises(ValueError, match=r"^dist_thresh must be finite; got a maximum of inf$"):
+        make_targets_torch(torch.zeros(2, 1, 3, 3), (4, 4), 8, thresh, STDEV)
 
 
 def test_torch_twin_rejects_a_negative_threshold_in_a_tensor():
@@ -338,6 +417,32 @@ def test_torch_twin_reuses_its_buffer_only_when_no_tensor_uses_it(gen):
     other = make_targets_torch(first, (h, w), 8, 13.6, STDEV)
     assert ptr(other) != p1
     loss.backward()
+
+
+def test_torch_twin_pool_holds_this_threads_two_latest_buffers(gen):
+    # Three targets held at once: the pool keeps the two latest buffers (newest first) and drops the oldest; when the
+    # middle one is dropped, the next call gets its buffer back. In a thread of its own: an empty pool to start with.
+    from fastpose.kernels import targets
+
+    if targets._use_count is None:
+        pytest.skip("this torch lacks the storage use count: the twin never reuses a buffer")
+    joints = _random_joints(gen, 2, 1, 3, 5, 5)
+    seen = {}
+
+    def run():
+        def ptr(out):
+            return out.scmap.untyped_storage().data_ptr()
+
+        t1, t2, t3 = (make_targets_torch(joints, (5, 5), 8, 9.0, STDEV) for _ in range(3))
+        seen["pool"] = [b.data_ptr() for b in targets._POOL.slots] == [ptr(t3), ptr(t2)]  # t1's buffer dropped
+        second = ptr(t2)
+        del t2
+        seen["reused"] = ptr(make_targets_torch(joints, (5, 5), 8, 9.0, STDEV)) == second
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert seen == {"pool": True, "reused": True}
 
 
 def test_twin_weights_are_float32_whatever_the_ignore_dtype():
