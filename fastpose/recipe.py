@@ -11,7 +11,12 @@ symmetric pairs of the manifest. What follows from them (`choose`), each with th
   cell); the 10th percentile of the nearest-other-joint distances is reported beside it. A first rule, half that
   percentile, gave one-cell discs that learnt too slowly (README, *Your own data*).
 - the number of frames: batch size (8, fewer frames than that: all), iterations (EPOCHS passes), and the
-  augmentation strength (fewer frames, stronger augmentation: the tiers of AUGMENTATION).
+  augmentation strength (fewer frames, stronger augmentation: the tiers of AUGMENTATION), unless the iterations give
+  fewer than MIN_AUGMENTED_EPOCHS passes over the frames: then only the reference's scale jitter (LIGHT), because a
+  network that has not yet fitted the frames themselves gains nothing from harder versions of them (on the Reaching
+  project the strong tier at 55 epochs ended with a higher training error than no augmentation, README).
+- Adam at a rate decayed along a cosine to 0 at the last iteration (`adam_schedule: cosine`): a constant rate leaves
+  the weights where the last noisy steps put them.
 - `mirror` only when the manifest knows symmetric pairs (mirroring otherwise swaps nothing and teaches a left joint
   on the right); `net_type`, `freeze_bn` and the learning rate from whether ImageNet weights are given.
 
@@ -39,6 +44,8 @@ STRIDE = Config().stride  # the output stride the written config keeps (8): the 
 REFERENCE_RADIUS_CELLS = 17 * 0.8 / 8  # the reference's pos_dist_thresh 17 at global_scale 0.8, in stride-8 cells
 NEAREST_PERCENTILE = 10  # a low percentile: the closest joints, not the typical ones, must keep apart
 EPOCHS = 200  # DeepLabCut 3's default number of epochs for a project
+# Fewer passes than half DeepLabCut 3's default: the network is still fitting the frames, augment lightly (LIGHT).
+MIN_AUGMENTED_EPOCHS = EPOCHS // 2
 MAX_BATCH = 8
 # ImageNet-initialised training uses DeepLabCut 3's Adam rate; from random weights the usual Adam 1e-3 (fastpose's
 # adam_lr default, 1e-4, is the reference's rate for fine-tuning with batch 1 and learns too slowly from scratch).
@@ -60,6 +67,8 @@ AUGMENTATION = (
                             motion_blur_range=[3.0, 5.0], motion_blur_p=0.0, gaussian_noise_range=[0.0, 4.0],
                             gaussian_noise_p=0.05)),
 )
+# Short runs (< MIN_AUGMENTED_EPOCHS): a scale jitter near the reference's MPII 0.85-1.15, nothing else.
+LIGHT = dict(scale_jitter=(0.9, 1.1))
 
 
 @dataclass
@@ -138,9 +147,17 @@ def choose(stats: Stats, dataset: str, iters: int | None = None, init_weights: s
                  f"size{'s' if stats.sizes > 1 else ''}) -> {stats.width * scale:.0f} x {stats.height * scale:.0f} "
                  f"network input (long side aimed at {TARGET_SIDE} px, never enlarged)"))
 
+    batch = min(MAX_BATCH, stats.frames)
+    steps = iters if iters is not None else max(1, math.ceil(EPOCHS * stats.frames / batch))
+    epochs = steps * batch / stats.frames
     _, tier, aug = next(t for t in AUGMENTATION if stats.frames < t[0])
-    lo, up = aug["scale_jitter"]
     why = f"{stats.frames} frames -> {tier} augmentation (< 100 frames strong, < 1000 medium, else mild)"
+    if epochs < MIN_AUGMENTED_EPOCHS:
+        why = (f"{epochs:.0f} epochs (< {MIN_AUGMENTED_EPOCHS}) -> light augmentation, scale jitter only, not the "
+               f"{tier} tier of {stats.frames} frames: in so few passes the network is still fitting the frames "
+               f"themselves (train longer for the {tier} tier)")
+        tier, aug = "light", LIGHT
+    lo, up = aug["scale_jitter"]
     rows += [("scale_jitter_lo", lo, why), ("scale_jitter_up", up, "")]
     if stats.symmetric:
         names = ", ".join(f"{stats.joint_names[a]}/{stats.joint_names[b]}" for a, b in stats.symmetric[:6])
@@ -148,14 +165,19 @@ def choose(stats: Stats, dataset: str, iters: int | None = None, init_weights: s
     else:
         rows.append(("mirror", False, "no symmetric pairs in the manifest: a mirrored frame would teach left joints "
                      "on the right"))
-    b, c, h = aug["colour"]
-    rows += [("rotation_range", aug["rotation_range"], why + " (the joints turn with the frame)"),
-             ("rotation_p", aug["rotation_p"], ""), ("brightness_range", [b, c], why + ": lighting differs between "
-             "sessions"), ("contrast_range", [b, c], ""), ("saturation_range", [b, c], ""), ("hue_range", [-h, h], ""),
-             ("color_p", aug["color_p"], "")]
-    rows += [(key, aug[key], why + ": focus, fast limbs and sensor noise" if key == "gaussian_blur_range" else "")
-             for key in ("gaussian_blur_range", "gaussian_blur_p", "motion_blur_range", "motion_blur_p",
-                         "gaussian_noise_range", "gaussian_noise_p")]
+    if tier == "light":
+        rows += [("rotation_range", [], "off (light augmentation, above); the colour, blur and noise ranges too")]
+        rows += [(key, [], "") for key in ("brightness_range", "contrast_range", "saturation_range", "hue_range",
+                                           "gaussian_blur_range", "motion_blur_range", "gaussian_noise_range")]
+    else:
+        b, c, h = aug["colour"]
+        rows += [("rotation_range", aug["rotation_range"], why + " (the joints turn with the frame)"),
+                 ("rotation_p", aug["rotation_p"], ""), ("brightness_range", [b, c], why + ": lighting differs "
+                 "between sessions"), ("contrast_range", [b, c], ""), ("saturation_range", [b, c], ""),
+                 ("hue_range", [-h, h], ""), ("color_p", aug["color_p"], "")]
+        rows += [(key, aug[key], why + ": focus, fast limbs and sensor noise" if key == "gaussian_blur_range" else "")
+                 for key in ("gaussian_blur_range", "gaussian_blur_p", "motion_blur_range", "motion_blur_p",
+                             "gaussian_noise_range", "gaussian_noise_p")]
 
     lowest = min_pos_dist_thresh(STRIDE, scale, lo)
     # The reference's radius in cells, whatever the scale. Not half the nearest-joint distance: each joint has its own
@@ -173,13 +195,13 @@ def choose(stats: Stats, dataset: str, iters: int | None = None, init_weights: s
     rows += [("location_refinement", True, "sub-cell precision: the score map alone is 8 px coarse"),
              ("locref_loss_weight", 0.05, "DeepLabCut's weight for the refinement loss")]
 
-    batch = min(MAX_BATCH, stats.frames)
-    steps = iters if iters is not None else max(1, math.ceil(EPOCHS * stats.frames / batch))
-    epochs = steps * batch / stats.frames
     rows += [("optimizer", "adam", "Adam needs no schedule tuning for a new dataset"),
              ("adam_lr", lr, f"{'ImageNet weights: DeepLabCut 3' if init_weights else 'random init: the usual'} "
-              f"Adam rate (Adam keeps it constant; multi_step only sets the length)"),
-             ("multi_step", [[lr, steps]], f"{steps} iterations = {epochs:.0f} epochs of {stats.frames} frames"
+              f"Adam rate at the start"),
+             ("adam_schedule", "cosine", "decayed along a cosine to 0 at the last iteration: at a constant rate the "
+              "weights end where the last noisy steps put them (on the Reaching project: README, Your own data)"),
+             ("multi_step", [[lr, steps]], f"{steps} iterations = {epochs:.0f} epochs of {stats.frames} frames "
+              f"(with adam_schedule cosine, multi_step sets only the length)"
               + ("" if iters is not None else f" (DeepLabCut 3's default {EPOCHS} epochs)")),
              ("batch_size", batch, f"{stats.frames} frames: batch {batch}"),
              ("save_iters", steps, "one snapshot, at the end"),

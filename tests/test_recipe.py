@@ -81,6 +81,30 @@ def test_frames_choose_the_augmentation_tier_and_small_frames_are_not_enlarged()
     assert values["pos_dist_thresh"] == 14.0
 
 
+def test_few_epochs_choose_light_augmentation_and_adam_always_decays():
+    def values(frames, iters):
+        stats = recipe.Stats(frames=frames, width=832, height=747, sizes=1, joints=frames, nearest=math.nan, pairs=0,
+                             symmetric=[], joint_names=["a"])
+        return dict((k, v) for k, v, _ in recipe.choose(stats, "d", iters=iters))
+
+    ranges = ("rotation_range", "brightness_range", "contrast_range", "saturation_range", "hue_range",
+              "gaussian_blur_range", "motion_blur_range", "gaussian_noise_range")
+    # 44 frames, batch 8: 300 iterations = 300 x 8 / 44 = 54.5 epochs < 100 -> light: jitter 0.9-1.1, nothing else;
+    # 549 iterations = 99.8 epochs, still light; 550 = 100 epochs: the strong tier of < 100 frames.
+    for iters in (300, 549):
+        light = values(44, iters)
+        assert (light["scale_jitter_lo"], light["scale_jitter_up"]) == (0.9, 1.1), iters
+        assert all(light[key] == [] for key in ranges), iters
+    strong = values(44, 550)
+    assert (strong["scale_jitter_lo"], strong["scale_jitter_up"]) == (0.75, 1.25)
+    assert strong["rotation_range"] == [-30.0, 30.0] and strong["hue_range"] == [-10.0, 10.0]
+    # the light tier's jitter raises the radius floor's scale: 8 / sqrt(2) / (0.38 x 0.9) = 16.5 px < the 1.7 cells' 36
+    assert light["pos_dist_thresh"] == strong["pos_dist_thresh"] == 36.0 and light["global_scale"] == 0.38
+    # 1000 frames at their default 200 epochs: the mild tier, not light
+    assert values(1000, None)["rotation_range"] == [-10.0, 10.0]
+    assert light["adam_schedule"] == strong["adam_schedule"] == "cosine" and light["multi_step"] == [[1e-3, 549]]
+
+
 def test_the_written_yaml_loads_and_round_trips(tmp_path, capsys):
     data = write_shards(tmp_path / "d", 12, (832, 747), [(300, 300), (320, 330), (500, 100)])
     (tmp_path / "cfg").mkdir()
