@@ -202,3 +202,32 @@ def test_twins_one_weighted_cell_and_their_messages():
         first = names.split(",")[0]
         with pytest.raises(ValueError, match=rf"^{first} must be float32 or bfloat16; got torch\.float64$"):
             twin(z.double(), z.double(), z.double())
+
+
+@pytest.mark.parametrize("impl", ["triton", "dispatch"])
+def test_one_weighted_cell_value_gradient_and_messages_of_the_launchers(impl):
+    # As above through the Triton launchers (count 1: divided by 1, not by a clamp of 2) and the CPU dispatch; Huber
+    # is the default of both. Gradients: sigmoid(0) - 1 = -0.5 and the Huber slope sign(3) = 1 at the one cell.
+    part = {"triton": part_loss_triton, "dispatch": part_loss}[impl]
+    locref = {"triton": locref_loss_triton, "dispatch": locref_loss}[impl]
+    z = torch.zeros(1, 1, 2, 2)
+    one = z.clone()
+    one[0, 0, 1, 0] = 1.0
+    logits = z.clone().requires_grad_()
+    loss = part(logits, one, one)
+    assert loss.item() == pytest.approx(math.log(2), rel=1e-6)
+    (grad,) = torch.autograd.grad(loss, logits)
+    torch.testing.assert_close(grad, -0.5 * one, rtol=1e-6, atol=0)
+    pred = (3.0 * one).requires_grad_()
+    loss = locref(pred, z, one)
+    assert loss.item() == pytest.approx(2.5)  # |3| - 0.5
+    (grad,) = torch.autograd.grad(loss, pred)
+    torch.testing.assert_close(grad, one, rtol=1e-6, atol=0)
+    assert locref(pred, z, one, huber=False).item() == pytest.approx(9.0)
+    for fn, names in ((part, "logits, scmap and weights"), (locref, "pred, target and mask")):
+        with pytest.raises(ValueError, match=rf"^{names} must have the same shape; got \(1, 1, 2, 2\), \(1, 1, 2, 1\), "
+                                             r"\(1, 1, 2, 2\)$"):
+            fn(z, z[..., :1], z)
+        first = names.split(",")[0]
+        with pytest.raises(ValueError, match=rf"^{first} must be float32 or bfloat16; got torch\.float64$"):
+            fn(z.double(), z.double(), z.double())

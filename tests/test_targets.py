@@ -156,10 +156,13 @@ def test_golden_grid_narrower_than_the_window_and_a_joint_right_of_it(impl):
 @pytest.mark.parametrize("impl", ["torch", "triton"])
 def test_the_default_threshold_is_17(impl):
     # One row of centres x = 4, 12, 20, 28; the joint at x = 21.5 is 17.5 px from the first: outside the default 17.
-    joints = torch.tensor([[[[21.5, 4.0, 1.0]]]])
+    # Joint 1 is absent: by default (present_only false) its channel keeps weight 1.
+    joints = torch.tensor([[[[21.5, 4.0, 1.0], [0.0, 0.0, 0.0]]]])
     out = IMPLS[impl](joints, (1, 4))
-    assert out.scmap[0, 0, 0].tolist() == [0.0, 1.0, 1.0, 1.0]
-    assert torch.equal(make_targets(joints, (1, 4)).scmap, out.scmap)
+    assert out.scmap[0, :, 0].tolist() == [[0.0, 1.0, 1.0, 1.0], [0.0] * 4]
+    assert torch.equal(out.scmap_weights, torch.ones(1, 2, 1, 4))
+    for name, a, e in zip(Targets._fields, make_targets(joints, (1, 4)), out, strict=True):
+        assert torch.equal(a, e), name
 
 
 @pytest.mark.parametrize("impl", IMPLS)
