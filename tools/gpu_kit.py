@@ -82,6 +82,7 @@ def _size(what: bytes | Path) -> int:
 def data(out: Path, n: int = 256, frames: int = 600) -> None:
     """out/shards: n JPEG (q95) synthetic figures of 360-440 px a side (fastpose.convert.synth's drawing);
     out/clip.mp4: `frames` 640x480 H.264 frames at 30 fps of the figures moving (issue 13's GPU goal's video)."""
+    # Imported here: `prepare` runs before these are installed on the device (and with any python3 here).
     import av
     import cv2
     import numpy as np
