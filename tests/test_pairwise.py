@@ -145,7 +145,7 @@ def test_nobody_or_no_pair_gives_zero_targets_of_the_right_shape(fn, p, k):
     assert not out.mask.any()
 
 
-@pytest.mark.parametrize("fn", BOTH)
+@pytest.mark.parametrize("fn", [*BOTH, make_pairwise_targets])
 def test_the_default_threshold_is_17(fn):
     # One row of cells (centres x = 4, 12, 20, 28) and joint 0 at x = 21.5: 17.5 px from the first centre, so the
     # default 17 covers columns 1..3 only. Pair (0, 1) reads joint 1 at (30, 4): x offsets 30 - centre. One person.
