@@ -59,6 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastpose.config import BACKBONE_LAYOUTS
 from fastpose.errors import UserError, cause
 
 # torchvision's ImageNet std per RGB channel, in 0..255 units (its weights expect (x/255 - mean) / std).
@@ -67,8 +68,8 @@ IMAGENET_STD_255 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 # The heads' module names: their keys are new in a model loaded from ImageNet weights.
 HEAD_NAMES = ("part", "locref", "pairwise", "intermediate")
 
-# Backbone layouts a PoseNet is built in (the config's "auto" is resolved before building, see build_model).
-LAYOUTS = ("torchvision", "slim")
+# Backbone layouts a PoseNet is built in: the config's, less "auto", which is resolved before building (build_model).
+LAYOUTS = tuple(layout for layout in BACKBONE_LAYOUTS if layout != "auto")
 # Base depth (bottleneck width) of the four stages at backbone_width 1; bottleneck outputs are 4x that.
 BASE_DEPTHS = (64, 128, 256, 512)
 
@@ -217,15 +218,15 @@ class ResNet(nn.Module):
 
     def _make_slim_layer(self, depth: int, units: list[tuple[int, int]]) -> nn.Sequential:
         """One slim block: bottleneck_v1 units of base depth `depth` with the (stride, rate) of `units`; a unit whose
-        input depth differs from 4 * depth gets a 1x1 conv + BN shortcut with its stride."""
+        input depth differs from its output's (4 * depth) gets a 1x1 conv + BN shortcut with its stride."""
         blocks = []
         for stride, rate in units:
             downsample = None
-            if self.inplanes != depth * Bottleneck.expansion:
-                downsample = nn.Sequential(nn.Conv2d(self.inplanes, depth * 4, 1, stride, bias=False),
-                                           nn.BatchNorm2d(depth * 4))
+            out = depth * Bottleneck.expansion
+            if self.inplanes != out:
+                downsample = nn.Sequential(nn.Conv2d(self.inplanes, out, 1, stride, bias=False), nn.BatchNorm2d(out))
             blocks.append(Bottleneck(self.inplanes, depth, stride, rate, downsample))
-            self.inplanes = depth * Bottleneck.expansion
+            self.inplanes = out
         return nn.Sequential(*blocks)
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int, dilate: bool) -> nn.Sequential:
