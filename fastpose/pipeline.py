@@ -317,14 +317,16 @@ def noise_field(p: Params) -> np.ndarray:
 
     Each value is a uniform 16-bit draw looked up in the rounded quantiles `normal_quantiles() * noise_std`: the
     rounded Gaussian to within 2^-16 of probability per value, tails cut at 4.33 std. numpy's standard_normal with
-    the rounding took 18 ms per 832 x 747 image (2-core Xeon), the random bytes and the lookup 4 ms; the loader's
-    workers and the PIL/numpy baseline draw it alike."""
+    the rounding took 18 ms per 832 x 747 image (2-core AMD EPYC), the raw 64-bit draws and the lookup 4.5 ms; the
+    loader's workers and the PIL/numpy baseline draw it alike."""
     if p.noise_std <= 0:
         return np.zeros((1, 1, 3), np.int16)
     gen = np.random.default_rng(list(p.noise_seed))
     levels = np.rint(normal_quantiles() * p.noise_std).astype(np.int16)  # (NOISE_LEVELS,)
-    draws = np.frombuffer(gen.bytes(2 * p.crop_h * p.crop_w * 3), "<u2")  # little-endian: the same on every machine
-    return levels[draws].reshape(p.crop_h, p.crop_w, 3)
+    n = p.crop_h * p.crop_w * 3
+    words = gen.bit_generator.random_raw((n + 3) // 4).astype("<u8", copy=False)  # (ceil(n / 4),) 64-bit draws
+    draws = words.view("<u2")[:n]  # (n,) four 16-bit draws per word, little-endian: the same on every machine
+    return np.take(levels, draws).reshape(p.crop_h, p.crop_w, 3)
 
 
 def sample_params(aug: Augment, epoch: int, index: int, width: int, height: int, joints: np.ndarray) -> Params:
@@ -684,11 +686,12 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
                 images = fn.warp_affine(images, matrix=matrix, size=size, fill_value=fill,
                                         interp_type=types.INTERP_LINEAR)  # (h, w, 3) uint8
             else:
-                # CPU warp_affine with a fill_value took 36 ms per 832 x 747 image against 20 ms with clamped
-                # coordinates (2-core Xeon, one thread). So: a 1-pixel border of the fill grey (a copy, < 1 ms), then
-                # the clamped warp, whose clamped taps read that border: the same bilinear blend with the fill at the
-                # edge and the fill beyond it (measured: equal but for float rounding of the shifted offsets, at most
-                # 1 grey level on ~30 of 1.5 M values). Whole pipeline, every augmentation: ~15 ms less CPU per image.
+                # CPU warp_affine with a fill_value took 36 ms per 832 x 747 image against 17 ms with clamped
+                # coordinates (2-core AMD EPYC, one thread). So: a 1-pixel border of the fill grey (a padded copy,
+                # 3 ms; fn.cat of fill rows and columns 2.2 ms, not worth its extra graph), then the clamped warp, whose
+                # clamped taps read that border: the same bilinear blend with the fill at the edge and the fill beyond
+                # it (measured: equal but for float rounding of the shifted offsets, at most 1 grey level on ~30 of
+                # 1.5 M values). Whole pipeline, every augmentation: ~15 ms less CPU per image.
                 hwc = images.shape(dtype=types.INT32)  # (3,) H, W, C
                 images = fn.slice(images, np.array([-1, -1], np.int32), fn.stack(hwc[1] + 2, hwc[0] + 2),
                                   axis_names="WH", out_of_bounds_policy="pad",
