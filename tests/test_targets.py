@@ -3,6 +3,7 @@ the round trip back to the joints."""
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
@@ -188,11 +189,12 @@ def test_an_empty_batch_person_or_joint_axis_gives_empty_or_zero_targets(impl, b
         assert torch.equal(out.scmap_weights, torch.ones(shapes[1]))
 
 
-def test_torch_twin_gives_float32_targets_for_float64_joints(gen):
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+def test_float64_joints_give_the_float32_targets(gen, impl):
     joints = _random_joints(gen, 2, 3, 4, 6, 7)
-    want = make_targets_torch(joints, (6, 7), 8, 12.0, STDEV)
+    want = IMPLS[impl](joints, (6, 7), 8, 12.0, STDEV)
     want = [t.clone() for t in want]
-    got = make_targets_torch(joints.double(), (6, 7), 8, 12.0, STDEV)
+    got = IMPLS[impl](joints.double(), (6, 7), 8, 12.0, STDEV)
     assert want[0].sum() > 0
     for name, a, e in zip(Targets._fields, got, want, strict=True):
         assert a.dtype == torch.float32 and torch.equal(a, e), name
@@ -296,6 +298,25 @@ def test_float_threshold_equals_tensor_threshold_and_dispatch_uses_the_twin_on_c
     b = make_targets_torch(joints, (6, 6), 8, torch.full((3,), 13.6), STDEV)
     for x, y in zip(a, b, strict=True):
         assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+def test_bad_sizes_raise_a_message_naming_them(impl):
+    joints = torch.zeros(2, 1, 3, 3)
+    for grid in [(4, 0), (4,), (4, 4, 1)]:
+        message = rf"^grid must be \(H, W\) with positive sizes; got {re.escape(str(grid))}$"
+        with pytest.raises(ValueError, match=message):
+            IMPLS[impl](joints, grid, 8, 8.0, STDEV)
+    for stride, stdev in [(0, STDEV), (8, 0.0), (-1, -1.0)]:
+        with pytest.raises(ValueError, match=rf"^stride and locref_stdev must be positive; got stride={stride}, "
+                                             rf"locref_stdev={stdev}$"):
+            IMPLS[impl](joints, (4, 4), stride, 8.0, stdev)
+    # A 0-d tensor threshold is every sample's.
+    joints[:, 0, 0] = torch.tensor([12.0, 12.0, 1.0])
+    want = IMPLS[impl](joints, (3, 3), 8, 8.0, STDEV)
+    assert want.scmap.sum() == 2 * 5  # the plus around (1, 1) in both samples
+    for a, e in zip(IMPLS[impl](joints, (3, 3), 8, torch.tensor(8.0), STDEV), want, strict=True):
+        assert torch.equal(a, e)
 
 
 @pytest.mark.parametrize(
