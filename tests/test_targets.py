@@ -174,6 +174,17 @@ def test_a_zero_threshold_covers_only_a_cell_whose_centre_is_the_joint(impl):
     assert out.scmap[0, 0].tolist() == [[0, 1, 0], [0, 0, 0]]
     assert out.scmap[1, 0].tolist() == [[0, 1, 0], [0, 0, 0]]  # the next centres are 8 px away
     assert out.locref.abs().sum() == 0 and out.locref_mask.sum() == 4
+    out = IMPLS[impl](joints[:1], (2, 3), 8, 0.0, STDEV)  # the float 0 too
+    assert out.scmap[0, 0].tolist() == [[0, 1, 0], [0, 0, 0]]
+
+
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+def test_a_float64_threshold_tensor_is_rounded_to_float32_first(impl):
+    # t = 8.1 in float32 is 8.1000003815; the joint at x = 12.1 (float32) is dx = 8.1000003815 from the centre 4:
+    # d^2 = t^2 in float32 (65.610008), so the cell is covered, though d^2 > 8.1^2 = 65.61 in float64.
+    joints = torch.tensor([[[[12.1, 4.0, 1.0]]]])
+    for thresh in (8.1, torch.tensor([8.1]), torch.tensor([8.1], dtype=torch.float64)):
+        assert IMPLS[impl](joints, (1, 3), 8, thresh, STDEV).scmap[0, 0, 0].tolist() == [1.0, 1.0, 1.0], thresh
 
 
 @pytest.mark.parametrize("b, p, k", [(0, 2, 3), (2, 0, 3), (2, 1, 0)])
