@@ -513,6 +513,10 @@ def from_dlc(raw: dict, path: Path) -> tuple[dict, str]:
             extras.append(f"rotation as its imgaug loader: rotation_range {out['rotation_range']}, rotation_p "
                           f"{out['rotation_p']}")
             mapped = {"rotation", "rotateratio"}
+    if out.get("optimizer") == "adam" and "adam_schedule" not in out:
+        # DeepLabCut 2.x feeds multi_step's rates to Adam as well (its LearningRate schedule serves both optimizers).
+        out["adam_schedule"] = "multi_step"
+        extras.append("Adam at multi_step's rates, as DeepLabCut 2.x trains it: adam_schedule multi_step")
     if out.get("dataset_type") in DLC_DATASET_TYPES and out["dataset_type"] != "default":
         ignored[DLC_LOADER + "; fastpose's dataset_type is default"] = [f"dataset_type {out['dataset_type']}"]
         out["dataset_type"] = "default"

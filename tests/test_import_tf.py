@@ -22,6 +22,7 @@ from fastpose.decode import decode
 from fastpose.errors import UserError
 from fastpose.model import infer
 from fastpose.pairwise import save_stats, stats_for
+from fastpose.train import learning_rate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHUFFLE = "dlc-models/iteration-0/ReachingAug30-trainset95shuffle1/train"
@@ -89,6 +90,20 @@ def test_dlc_pose_cfg_loads_with_its_keys_reported(tmp_path, capsys):
     saved = tmp_path / "resolved.yaml"
     cfg.save(saved)
     assert config.load(saved) == cfg
+
+
+def test_dlc_adam_follows_multi_step_as_deeplabcut_trains_it(tmp_path, capsys):
+    # DeepLabCut 2.x's Adam recipe: multi_step [[1e-4, 7500], [5e-5, 12000], [1e-5, 200000]] is what Adam gets.
+    steps = [[1e-4, 7500], [5e-5, 12000], [1e-5, 200000]]
+    cfg = config.load(write_dlc(tmp_path, dlc_pose_cfg(optimizer="adam", multi_step=steps)) / "pose_cfg.yaml")
+    assert cfg.adam_schedule == "multi_step"
+    assert [learning_rate(cfg, it) for it in (1, 7500, 7501, 12001)] == [1e-4, 1e-4, 5e-5, 1e-5]
+    assert "Adam at multi_step's rates, as DeepLabCut 2.x trains it" in capsys.readouterr().err
+    # SGD (DeepLabCut's default) leaves the key at its default; a fastpose file with optimizer adam is not DeepLabCut's
+    assert config.load(write_dlc(tmp_path / "sgd", dlc_pose_cfg()) / "pose_cfg.yaml").adam_schedule == "constant"
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({"optimizer": "adam", "multi_step": steps}))
+    assert learning_rate(config.load(mine), 7501) == 1e-4
 
 
 def test_dlc_keys_are_accepted_only_from_deeplabcut(tmp_path):
