@@ -21,7 +21,9 @@ Stages, per sample:
    drawn from rotation_range (degrees, counter-clockwise as seen, about its centre ((W' - 1) / 2, (H' - 1) / 2), same
    size, the corners filled with the mean pixel's grey). Scale, rotation and crop are then one affine (`Params.matrix`)
    applied by one `fn.warp_affine` (one resampling: bilinear, without the resize's antialiasing) to image and joints
-   alike; joints rotated out of the image become absent. Without rotation_range the resize above is used, unchanged.
+   alike; joints rotated out of the image become absent. On the CPU the image first gets a 1-pixel border of that grey
+   and the warp clamps its coordinates into it (the same pixels as a fill_value, which doubled the warp's cost).
+   Without rotation_range the resize above is used, unchanged.
 4. Crop (train with `crop_size: [w, h]` only): a random w x h window (clipped to the scaled image) that contains the
    box of the labelled joints when it fits, else one labelled joint drawn at random. Joints outside the window
    become absent.
@@ -33,8 +35,9 @@ Stages, per sample:
    rounds it once. They move no pixel, so the joints are unchanged. Every value is drawn in `sample_params` like the
    geometry. The noise itself (`noise_field`) is drawn by numpy in the source from a seed drawn there and added in
    DALI before the saturating uint8 conversion of step 6: DALI's `fn.noise.gaussian` took 236 ms per 832 x 747 image
-   on the CPU (numpy: ~60 ms, in the workers; the add: ~13 ms), and its generator's position would depend on the
-   batches run before (not on (seed, epoch, sample)).
+   on the CPU (numpy's standard_normal ~18 ms, `noise_field`'s 16-bit lookup in a table of normal quantiles ~4.5 ms,
+   in the workers; the add ~1 ms), and its generator's position would depend on the batches run before (not on
+   (seed, epoch, sample)).
 5. Mirror (train with `mirror: true`): probability 0.5; x' = W' - 1 - x and symmetric joint ids swapped with the
    pairs of `all_joints`.
 6. Normalise: subtract mean_pixel (RGB), no division (as the reference); CHW float.
@@ -708,6 +711,14 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
         if color:  # neutral values (1, 1, 1, 0) leave a sample unchanged, bit for bit
             images = fn.color_twist(images, brightness=graph[G_BRIGHTNESS], contrast=graph[G_CONTRAST],
                                     saturation=graph[G_SATURATION], hue=graph[G_HUE])
+        # Measured on the CPU and dropped (2-core AMD EPYC, one thread, per 832 x 747 image): one 2-D filter for the
+        # Gaussian and motion blur together (a 2-D 11 x 11 Gaussian alone took 14 ms against 3.6 ms for the two 1-D
+        # passes and 3-5 ms for the line kernel, whose zero taps OpenCV's filter already skips); float32 out of
+        # warp_affine and color_twist to skip their uint8 rounding (DALI's float -> uint8 conversion is a roundf call
+        # per value, ~5-6 ms per image and op, but rounding and saturating with DALI arithmetic ops costs as much:
+        # 2-3 ms in a 50 ms chain, within noise); fn.filter cannot output uint8 from float32; fn.coord_transform
+        # (14 ms) and fn.hsv (13 ms) are no cheaper than color_twist (11 ms); fn.rotate (33 ms) no cheaper than the
+        # padded warp.
         if blur:  # separable, float32 from here on (one rounding, in the conversion below)
             images = fn.filter(images, blur_rows, border="reflect_101", dtype=types.FLOAT)
             images = fn.filter(images, blur_cols, border="reflect_101")
