@@ -690,15 +690,16 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
                                         interp_type=types.INTERP_LINEAR)  # (h, w, 3) uint8
             else:
                 # CPU warp_affine with a fill_value took 36 ms per 832 x 747 image against 17 ms with clamped
-                # coordinates (2-core AMD EPYC, one thread). So: a 1-pixel border of the fill grey (a padded copy,
-                # 3 ms; fn.cat of fill rows and columns 2.2 ms, not worth its extra graph), then the clamped warp, whose
-                # clamped taps read that border: the same bilinear blend with the fill at the edge and the fill beyond
-                # it (measured: equal but for float rounding of the shifted offsets, at most 1 grey level on ~30 of
-                # 1.5 M values). Whole pipeline, every augmentation: ~15 ms less CPU per image.
+                # coordinates (2-core AMD EPYC, one thread). So: a 1-pixel border of the fill grey (fn.cat of grey
+                # columns and rows: 2.1 ms; fn.slice with out_of_bounds_policy="pad" took 3.2 ms), then the clamped
+                # warp, whose clamped taps read that border: the same bilinear blend with the fill at the edge and the
+                # fill beyond it (measured: equal but for float rounding of the shifted offsets, at most 1 grey level
+                # on ~30 of 1.5 M values). Whole pipeline, every augmentation: ~15 ms less CPU per image.
                 hwc = images.shape(dtype=types.INT32)  # (3,) H, W, C
-                images = fn.slice(images, np.array([-1, -1], np.int32), fn.stack(hwc[1] + 2, hwc[0] + 2),
-                                  axis_names="WH", out_of_bounds_policy="pad",
-                                  fill_values=float(np.clip(np.rint(fill), 0, 255)))  # (H + 2, W + 2, 3) uint8
+                grey = fn.constant(idata=[int(np.clip(np.rint(fill), 0, 255))], shape=[1], dtype=types.UINT8)
+                column = fn.full(grey, shape=fn.stack(hwc[0], 1, 3), layout="HWC")  # (H, 1, 3) uint8
+                row = fn.full(grey, shape=fn.stack(1, hwc[1] + 2, 3), layout="HWC")  # (1, W + 2, 3) uint8
+                images = fn.cat(row, fn.cat(column, images, column, axis=1), row, axis=0)  # (H + 2, W + 2, 3) uint8
                 images = fn.warp_affine(images, matrix=matrix, size=size,
                                         interp_type=types.INTERP_LINEAR)  # (h, w, 3) uint8
         else:
@@ -720,6 +721,8 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
         # (14 ms) and fn.hsv (13 ms) are no cheaper than color_twist (11 ms); fn.rotate (33 ms) no cheaper than the
         # padded warp.
         if blur:  # separable, float32 from here on (one rounding, in the conversion below)
+            if not gpu:  # OpenCV's uint8 -> float32 filter is scalar code: the cast + float32 filter 2.0 ms, it 2.6 ms
+                images = fn.cast(images, dtype=types.FLOAT)
             images = fn.filter(images, blur_rows, border="reflect_101", dtype=types.FLOAT)
             images = fn.filter(images, blur_cols, border="reflect_101")
         if motion:
