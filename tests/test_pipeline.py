@@ -340,6 +340,41 @@ def test_scale_clamp_and_crop_origin_keep_the_person():
         assert (out[0, [0, 1, 3], :2] >= -0.5).all() and (out[0, [0, 1, 3], :2] <= 19.5).all()
 
 
+def _crop_origins(joints: np.ndarray, n: int = 300) -> tuple[set, set]:
+    """The crop origins (x, y) sample_params draws for a 100 x 80 image at scale 1 (x' = x), crop 20 x 20."""
+    aug = Augment(train=True, global_scale=1.0, jitter_lo=1.0, jitter_up=1.0, mirror=False, max_input_size=1000,
+                  crop_w=20, crop_h=20, seed=11, perm=PERM)
+    params = [sample_params(aug, 0, index, 100, 80, joints) for index in range(n)]
+    assert all((p.res_w, p.res_h, p.crop_w, p.crop_h) == (100, 80, 20, 20) for p in params)
+    return {p.crop_x for p in params}, {p.crop_y for p in params}
+
+
+def test_crop_origins_are_exactly_those_that_keep_the_labelled_joints():
+    # The window [o - 0.5, o + 19.5] holds x when x - 19.5 <= o <= x + 0.5. Labelled x in [30, 42], y in [10, 25]:
+    # o_x in ceil(22.5) .. floor(30.5) = 23..30, o_y in 6..10 (joint 2, unlabelled, is ignored). 300 draws hit each.
+    joints = np.array([[[30, 10, 2], [42, 25, 1], [90, 70, 0], [35, 18, 2]]], np.float32)
+    xs, ys = _crop_origins(joints)
+    assert xs == set(range(23, 31)) and ys == set(range(6, 11))
+    # Spanning more than the window (x 10 and 50): the window keeps one joint drawn at random, the anchor:
+    # o_x in 0..10 (anchor 10) or 31..50 (anchor 50); y as above (10 and 25 fit: 6..10).
+    joints = np.array([[[10, 10, 2], [50, 25, 2], [0, 0, 0], [0, 0, 0]]], np.float32)
+    xs, ys = _crop_origins(joints)
+    assert xs <= set(range(0, 11)) | set(range(31, 51)) and {0, 10, 31, 50} <= xs and ys == set(range(6, 11))
+    # A labelled joint outside the image (x -5): no window holds it, any origin 0..80 is drawn.
+    joints = np.array([[[-5, 12, 2], [0, 0, 0], [0, 0, 0], [0, 0, 0]]], np.float32)
+    xs, ys = _crop_origins(joints)
+    assert 0 in xs and max(xs) <= 80 and max(xs) - min(xs) >= 70 and ys == set(range(0, 13))
+    # No labelled joint: any origin, 0..80 and 0..60.
+    xs, ys = _crop_origins(np.zeros((1, 4, 3), np.float32))
+    assert min(xs) == min(ys) == 0 and max(xs) <= 80 and max(ys) <= 60 and max(xs) >= 70
+    # Near the right and bottom edges (x 85..95, y 75): the window stops at the image, 76..80 and 56..60.
+    joints = np.array([[[85, 75, 2], [95, 75, 2], [0, 0, 0], [0, 0, 0]]], np.float32)
+    assert _crop_origins(joints) == (set(range(76, 81)), set(range(56, 61)))
+    # Joints spanning exactly what the window holds (x 30 and 49.5): one origin, 30, without an anchor.
+    joints = np.array([[[30, 40, 2], [49.5, 40, 2], [0, 0, 0], [0, 0, 0]]], np.float32)
+    assert _crop_origins(joints)[0] == {30}
+
+
 def test_small_images_are_scaled_up_to_min_input_size():
     aug = Augment(train=False, global_scale=1.0, jitter_lo=1.0, jitter_up=1.0, mirror=False, max_input_size=100,
                   crop_w=0, crop_h=0, seed=0, perm=(), min_input_size=64)
