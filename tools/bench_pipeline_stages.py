@@ -4,7 +4,10 @@ Each row builds both loaders (`fastpose.bench.compare_loaders`) with the shared 
 tools/bench_pipeline.py) and one stage on every sample on top of the rotation (the single resampling every augmented
 sample goes through); the last row turns every stage on (`fastpose.bench.AUGMENTED`). A stage's cost is its row's CPU
 milliseconds per image (the loader's process and its data workers, user + system) minus the rotation row's. CPU time,
-not wall time, so that other work on the machine distorts the figures little (run it under `nice -n -5` all the same):
+not wall time, so that other work on the machine distorts the figures little (run it under `nice -n -5` all the same;
+on a loaded 2-core machine a row still varies by ~5 ms between runs). The PIL/numpy rows whose image stays uint8 to the
+end (rotation alone, colour alone) pay for numpy's float16 `rint` of uint8 in `pil_augmented`'s last rounding (~35 ms);
+with blur or noise the image is float32 or int16 there:
 
     .venv/bin/python tools/bench_pipeline_stages.py --iters 10 --batch-size 8 [--jpeg]
 """
