@@ -194,14 +194,19 @@ def test_twins_one_weighted_cell_and_their_messages():
     pred[0, 0, 1, 0] = 3.0
     assert losses.locref_loss_torch(pred, z, one).item() == pytest.approx(2.5)  # Huber by default: |3| - 0.5
     assert losses.locref_loss_torch(pred, z, one, huber=False).item() == pytest.approx(9.0)
-    for twin, names in ((losses.part_loss_torch, "logits, scmap and weights"),
-                        (losses.locref_loss_torch, "pred, target and mask")):
+    _assert_argument_messages(losses.part_loss_torch, losses.locref_loss_torch)
+
+
+def _assert_argument_messages(part, locref) -> None:
+    """Both losses name their arguments when the shapes differ or the dtype is not float32/bfloat16."""
+    z = torch.zeros(1, 1, 2, 2)
+    for fn, names in ((part, "logits, scmap and weights"), (locref, "pred, target and mask")):
         with pytest.raises(ValueError, match=rf"^{names} must have the same shape; got \(1, 1, 2, 2\), \(1, 1, 2, 1\), "
                                              r"\(1, 1, 2, 2\)$"):
-            twin(z, z[..., :1], z)
+            fn(z, z[..., :1], z)
         first = names.split(",")[0]
         with pytest.raises(ValueError, match=rf"^{first} must be float32 or bfloat16; got torch\.float64$"):
-            twin(z.double(), z.double(), z.double())
+            fn(z.double(), z.double(), z.double())
 
 
 @pytest.mark.parametrize("impl", ["triton", "dispatch"])
@@ -224,10 +229,4 @@ def test_one_weighted_cell_value_gradient_and_messages_of_the_launchers(impl):
     (grad,) = torch.autograd.grad(loss, pred)
     torch.testing.assert_close(grad, one, rtol=1e-6, atol=0)
     assert locref(pred, z, one, huber=False).item() == pytest.approx(9.0)
-    for fn, names in ((part, "logits, scmap and weights"), (locref, "pred, target and mask")):
-        with pytest.raises(ValueError, match=rf"^{names} must have the same shape; got \(1, 1, 2, 2\), \(1, 1, 2, 1\), "
-                                             r"\(1, 1, 2, 2\)$"):
-            fn(z, z[..., :1], z)
-        first = names.split(",")[0]
-        with pytest.raises(ValueError, match=rf"^{first} must be float32 or bfloat16; got torch\.float64$"):
-            fn(z.double(), z.double(), z.double())
+    _assert_argument_messages(part, locref)
