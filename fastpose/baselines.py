@@ -110,14 +110,14 @@ RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.5
 
 
 def color_twist(a: np.ndarray, brightness: float, contrast: float, saturation: float, hue: float) -> np.ndarray:
-    """(H, W, 3) uint8 -> uint8 as DALI's fn.color_twist: hue rotation and saturation scaling in YIQ, then
-    out = brightness (contrast (x - 128) + 128), rounded to nearest and saturated."""
+    """(H, W, 3) -> float32 as DALI's fn.color_twist with float32 output (the pipeline's): hue rotation and saturation
+    scaling in YIQ, then out = brightness (contrast (x - 128) + 128), neither rounded nor saturated (the pipeline
+    rounds once, at the end)."""
     h = math.radians(hue)
     rot = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(h), math.sin(h)], [0.0, -math.sin(h), math.cos(h)]])
     m = brightness * contrast * np.linalg.inv(RGB2YIQ) @ rot @ np.diag([1.0, saturation, saturation]) @ RGB2YIQ
     offset = (128.0 - 128.0 * contrast) * brightness
-    out = a.astype(np.float32) @ m.T.astype(np.float32) + np.float32(offset)  # (H, W, 3)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return a.astype(np.float32) @ m.T.astype(np.float32) + np.float32(offset)  # (H, W, 3)
 
 
 def correlate(a: np.ndarray, kernel: np.ndarray) -> np.ndarray:

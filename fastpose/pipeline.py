@@ -31,9 +31,10 @@ Stages, per sample:
    contrast, saturation, hue: one `fn.color_twist`), Gaussian blur (`gaussian_kernel`, sigma in network-input pixels:
    two 1-D `fn.filter` passes, rows then columns, in float32; `fn.gaussian_blur` took 2.3x as long on the CPU and
    cannot leave a sample unblurred, a 1-tap kernel here), motion blur (`fn.filter` with a line kernel,
-   `motion_kernel`), Gaussian noise. After the blur the image stays float32 until the uint8 conversion of step 6
-   rounds it once. They move no pixel, so the joints are unchanged. Every value is drawn in `sample_params` like the
-   geometry. The noise itself (`noise_field`) is drawn by numpy in the source from a seed drawn there and added in
+   `motion_kernel`), Gaussian noise. From the CPU's rotation warp (otherwise from the colour or blur stage) the
+   image is float32, unrounded and unsaturated, until the uint8 conversion of step 6 rounds and saturates it once.
+   They move no pixel, so the joints are unchanged. Every value is drawn in `sample_params` like the geometry.
+   The noise itself (`noise_field`) is drawn by numpy in the source from a seed drawn there and added in
    DALI before the saturating uint8 conversion of step 6: DALI's `fn.noise.gaussian` took 236 ms per 832 x 747 image
    on the CPU (numpy's standard_normal ~18 ms, `noise_field`'s 16-bit lookup in a table of normal quantiles ~4.5 ms,
    in the workers; the add ~1 ms), and its generator's position would depend on the batches run before (not on
@@ -700,8 +701,11 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
                 column = fn.full(grey, shape=fn.stack(hwc[0], 1, 3), layout="HWC")  # (H, 1, 3) uint8
                 row = fn.full(grey, shape=fn.stack(1, hwc[1] + 2, 3), layout="HWC")  # (1, W + 2, 3) uint8
                 images = fn.cat(row, fn.cat(column, images, column, axis=1), row, axis=0)  # (H + 2, W + 2, 3) uint8
-                images = fn.warp_affine(images, matrix=matrix, size=size,
-                                        interp_type=types.INTERP_LINEAR)  # (h, w, 3) uint8
+                # float32 out, rounded once at the end: DALI's float -> uint8 conversion is a roundf call per value
+                # on the CPU; the warp took 3.5 ms with uint8 out against 2.1 ms with float32 (300 x 320 image, one
+                # thread), and the final conversion from float32 costs 0.7 ms more than from uint8.
+                images = fn.warp_affine(images, matrix=matrix, size=size, dtype=types.FLOAT,
+                                        interp_type=types.INTERP_LINEAR)  # (h, w, 3) float32
         else:
             images = fn.resize(images, resize_x=graph[G_RES_W], resize_y=graph[G_RES_H],
                                interp_type=types.INTERP_LINEAR, antialias=True)
@@ -709,29 +713,38 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
                 images = fn.slice(images, fn.stack(graph[G_CROP_X], graph[G_CROP_Y]),
                                   fn.stack(graph[G_CROP_W], graph[G_CROP_H]), axis_names="WH",
                                   normalized_anchor=False, normalized_shape=False)  # absolute pixels
-        if color:  # neutral values (1, 1, 1, 0) leave a sample unchanged, bit for bit
+        twist_mean = None  # (3,) grey levels the CPU's final conversion adds back (float colour input), or none
+        if color:  # neutral values (1, 1, 1, 0) leave a sample unchanged; float32 out (uint8 -> uint8: 2.9 ms per
+            # 300 x 320 image on the CPU, one thread; uint8 -> float32 1.1 ms, float32 -> float32 1.3 ms)
             images = fn.color_twist(images, brightness=graph[G_BRIGHTNESS], contrast=graph[G_CONTRAST],
-                                    saturation=graph[G_SATURATION], hue=graph[G_HUE])
+                                    saturation=graph[G_SATURATION], hue=graph[G_HUE], dtype=types.FLOAT)
+            if rotate and not gpu:
+                # color_twist centres the contrast on half the input type's range: 128 for uint8, 0.5 for the warp's
+                # float32. On float input it gives b (c M x + 0.5 (1 - c)) instead of b (c M x + 128 (1 - c)): a
+                # grey offset b (1 - c) 127.5, which the linear stages after it (normalised blur kernels, the noise
+                # add) carry unchanged, so the final conversion adds it (its mean, before rounding and saturating).
+                offset = graph[G_BRIGHTNESS] * (1.0 - graph[G_CONTRAST]) * 127.5
+                twist_mean = fn.stack(-offset, -offset, -offset)
         # Measured on the CPU and dropped (2-core AMD EPYC, one thread, per 832 x 747 image): one 2-D filter for the
         # Gaussian and motion blur together (a 2-D 11 x 11 Gaussian alone took 14 ms against 3.6 ms for the two 1-D
-        # passes and 3-5 ms for the line kernel, whose zero taps OpenCV's filter already skips); float32 out of
-        # warp_affine and color_twist to skip their uint8 rounding (DALI's float -> uint8 conversion is a roundf call
-        # per value, ~5-6 ms per image and op, but rounding and saturating with DALI arithmetic ops costs as much:
-        # 2-3 ms in a 50 ms chain, within noise); fn.filter cannot output uint8 from float32; fn.coord_transform
+        # passes and 3-5 ms for the line kernel, whose zero taps OpenCV's filter already skips); rounding and
+        # saturating between stages with DALI arithmetic ops (as costly as the conversion it would replace: the
+        # stages now stay float32 instead); fn.filter cannot output uint8 from float32; fn.coord_transform
         # (14 ms) and fn.hsv (13 ms) are no cheaper than color_twist (11 ms); fn.rotate (33 ms) no cheaper than the
         # padded warp.
         if blur:  # separable, float32 from here on (one rounding, in the conversion below)
-            if not gpu:  # OpenCV's uint8 -> float32 filter is scalar code: the cast + float32 filter 2.0 ms, it 2.6 ms
+            if not (gpu or rotate or color):  # uint8 only straight from the resize. OpenCV's uint8 -> float32
+                # filter is scalar code: the cast + float32 filter 2.0 ms, it 2.6 ms
                 images = fn.cast(images, dtype=types.FLOAT)
             images = fn.filter(images, blur_rows, border="reflect_101", dtype=types.FLOAT)
             images = fn.filter(images, blur_cols, border="reflect_101")
         if motion:
             images = fn.filter(images, kernel, border="reflect_101")
-        if noise:  # (h, w, 3) int16 or float32 = image + noise; the uint8 conversion below rounds and saturates (the
-            # GPU's float one does not: clamped there)
+        if noise:  # (h, w, 3) int16 or float32 = image + noise
             images = images + (noise_hwc.gpu() if gpu else noise_hwc)
-            if gpu:
-                images = dali_math.clamp(images, 0, 255)
+        if gpu and (color or blur or noise):  # float32 or int16 here: the CPU's uint8 conversion below saturates,
+            # the GPU's float output does not
+            images = dali_math.clamp(images, 0, 255)
         flip = fn.cast(graph[G_FLIP], dtype=types.INT32)
         if gpu:
             images = fn.crop_mirror_normalize(images, mirror=flip, mean=mean, std=[1.0, 1.0, 1.0], dtype=types.FLOAT,
@@ -742,8 +755,10 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
             # more (DALI reuses its buffers). Emit mirrored uint8 CHW samples (a quarter of the bytes) instead;
             # `Loader._images_cpu` subtracts the mean straight into the padded float batch. Measured on a 2-core CPU
             # (batch 8, JPEG 832x747): DALI's threads ~105 -> ~83 ms of CPU per batch, the parent's share unchanged.
-            images = fn.crop_mirror_normalize(images, mirror=flip, mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0],
-                                              dtype=types.UINT8, output_layout="CHW")  # (3, H, W) uint8
+            zero = [0.0, 0.0, 0.0]
+            images = fn.crop_mirror_normalize(images, mirror=flip, mean=zero if twist_mean is None else twist_mean,
+                                              std=[1.0, 1.0, 1.0], dtype=types.UINT8,
+                                              output_layout="CHW")  # (3, H, W) uint8, rounded and saturated
         pipe.set_outputs(images, joints, meta, *ignore_mask)  # ignore_mask: (gh, gw) uint8 per sample, or none
     pipe.build()
     return pipe

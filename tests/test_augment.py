@@ -257,6 +257,26 @@ def test_photometric_ops_change_pixels_but_no_joint(dots):
             assert not b["joints"][i, 0, 2].any()
 
 
+@pytest.mark.parametrize("geometry", [[], ["rotation_range=[-40, 40]", "rotation_p=1"]], ids=["resize", "rotation"])
+def test_colour_of_the_background_hand_computed(dots, geometry):
+    """brightness b (contrast c (x - 128) + 128), rounded once: the grey background 40 at b = 1.5, c = 0.5 becomes
+    126 on either geometry path (uint8 into the colour stage after the resize; float32 after the CPU's warp, where
+    color_twist centres the contrast on 0.5 and the final conversion adds the difference back)."""
+    colour = ["brightness_range=[1.5, 1.5]", "contrast_range=[0.5, 0.5]", "color_p=1"]
+    with build_loader(_cfg(*geometry), dots[0]) as loader:
+        plain = _collect(loader)
+    with build_loader(_cfg(*geometry, *colour), dots[0]) as loader:
+        twisted = _collect(loader)
+    mean = _cfg().mean_pixel
+    for a, b in zip(plain, twisted, strict=True):
+        for i in range(len(a["index"])):
+            before, after = _pixels(a, i, mean), _pixels(b, i, mean)
+            background = (before == BACKGROUND).all(axis=0)  # (h, w) away from dots, edges and rotated corners
+            assert background.mean() > 0.3
+            assert (after[:, background] == 126).all()
+            assert (after[:, ~background] != before[:, ~background]).any()
+
+
 def test_joints_rotated_out_of_the_image_become_absent_and_absent_ones_stay_absent(dots):
     cfg = _cfg(*EVERYTHING, "crop_size=[56, 48]")
     aug = augment(cfg, train=True, perm=PERM)
