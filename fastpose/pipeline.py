@@ -713,7 +713,7 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
                 images = fn.slice(images, fn.stack(graph[G_CROP_X], graph[G_CROP_Y]),
                                   fn.stack(graph[G_CROP_W], graph[G_CROP_H]), axis_names="WH",
                                   normalized_anchor=False, normalized_shape=False)  # absolute pixels
-        twist_mean = None  # (3,) grey levels the CPU's final conversion adds back (float colour input), or none
+        cpu_mean = [0.0, 0.0, 0.0]  # (3,) subtracted by the CPU's final conversion: minus the colour offset below
         if color:  # neutral values (1, 1, 1, 0) leave a sample unchanged; float32 out (uint8 -> uint8: 2.9 ms per
             # 300 x 320 image on the CPU, one thread; uint8 -> float32 1.1 ms, float32 -> float32 1.3 ms)
             images = fn.color_twist(images, brightness=graph[G_BRIGHTNESS], contrast=graph[G_CONTRAST],
@@ -724,7 +724,7 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
                 # grey offset b (1 - c) 127.5, which the linear stages after it (normalised blur kernels, the noise
                 # add) carry unchanged, so the final conversion adds it (its mean, before rounding and saturating).
                 offset = graph[G_BRIGHTNESS] * (1.0 - graph[G_CONTRAST]) * 127.5
-                twist_mean = fn.stack(-offset, -offset, -offset)
+                cpu_mean = fn.stack(-offset, -offset, -offset)
         # Measured on the CPU and dropped (2-core AMD EPYC, one thread, per 832 x 747 image): one 2-D filter for the
         # Gaussian and motion blur together (a 2-D 11 x 11 Gaussian alone took 14 ms against 3.6 ms for the two 1-D
         # passes and 3-5 ms for the line kernel, whose zero taps OpenCV's filter already skips); rounding and
@@ -755,10 +755,8 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
             # more (DALI reuses its buffers). Emit mirrored uint8 CHW samples (a quarter of the bytes) instead;
             # `Loader._images_cpu` subtracts the mean straight into the padded float batch. Measured on a 2-core CPU
             # (batch 8, JPEG 832x747): DALI's threads ~105 -> ~83 ms of CPU per batch, the parent's share unchanged.
-            zero = [0.0, 0.0, 0.0]
-            images = fn.crop_mirror_normalize(images, mirror=flip, mean=zero if twist_mean is None else twist_mean,
-                                              std=[1.0, 1.0, 1.0], dtype=types.UINT8,
-                                              output_layout="CHW")  # (3, H, W) uint8, rounded and saturated
+            images = fn.crop_mirror_normalize(images, mirror=flip, mean=cpu_mean, std=[1.0, 1.0, 1.0],
+                                              dtype=types.UINT8, output_layout="CHW")  # (3, H, W) uint8, rounded
         pipe.set_outputs(images, joints, meta, *ignore_mask)  # ignore_mask: (gh, gw) uint8 per sample, or none
     pipe.build()
     return pipe
