@@ -742,8 +742,8 @@ def _build_pipeline(source: _Source, *, batch_size: int, num_threads: int, num_w
             images = fn.filter(images, kernel, border="reflect_101")
         if noise:  # (h, w, 3) int16 or float32 = image + noise
             images = images + (noise_hwc.gpu() if gpu else noise_hwc)
-        if gpu and (color or blur or noise):  # float32 or int16 here: the CPU's uint8 conversion below saturates,
-            # the GPU's float output does not
+        if gpu and (color or noise):  # values past [0, 255] come only from these two (the blurs' kernels are
+            # positive and sum to 1); the CPU's uint8 conversion below saturates, the GPU's float output does not
             images = dali_math.clamp(images, 0, 255)
         flip = fn.cast(graph[G_FLIP], dtype=types.INT32)
         if gpu:
